@@ -1,0 +1,150 @@
+"""Every benchmark of the project, one command, one table (and one JSON file).
+
+    .venv/bin/python -m bench.run_all [--quick] [--json bench/results/all.json]
+
+Runs each benchmark script as its own process (loopback only, each bounded in
+time) and collects the figures they write with ``--json``. Every figure is a
+ratio or a median against a baseline measured in the same invocation, because
+this machine is shared and noisy. ``--quick`` is a smoke run with small counts:
+its figures are printed, not judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TIME_LIMIT_SECONDS = 600
+
+
+def run_script(module: str, args: list[str]) -> Any:
+    """Run ``python -m bench.<module> ... --json FILE`` and read FILE back."""
+    with tempfile.TemporaryDirectory() as workdir:
+        output = Path(workdir) / "result.json"
+        command = [sys.executable, "-m", f"bench.{module}", *args, "--json", str(output)]
+        started = time.monotonic()
+        completed = subprocess.run(
+            command,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIME_LIMIT_SECONDS,
+            check=False,
+        )
+        if completed.returncode != 0 or not output.exists():
+            tail = (completed.stdout + completed.stderr)[-2000:]
+            return {"error": f"bench.{module} exited {completed.returncode}", "output": tail}
+        result = json.loads(output.read_text())
+        print(f"  bench.{module}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return result
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, value, target) rows for the table."""
+    table: list[tuple[str, str, str]] = []
+    for ingest in _list(results.get("callback_ingest")):
+        backend = ingest["backend"]
+        target = "0.5" if backend == "sqlite" else "0.4"
+        table += [
+            (
+                f"callback ingest / bare Starlette ({backend})",
+                (
+                    f"{ingest['ratio']:.3f} ({ingest['ours_per_second']:.0f}/s vs "
+                    f"{ingest['bare_per_second']:.0f}/s)"
+                ),
+                f">= {target}",
+            ),
+            (
+                f"callback ack p99 at half peak ({backend})",
+                f"{ingest['half_peak_p99_ms']} ms",
+                "< 25 ms",
+            ),
+            (
+                f"callback burst {ingest['burst_count']} @256 ({backend})",
+                f"max {ingest['burst_max_ms']} ms, all 200: {ingest['burst_all_200']}",
+                "all < 5 s",
+            ),
+            (f"callbacks applied ({backend})", f"{ingest['applied']}/{ingest['sent']}", "all"),
+            (
+                f"peak RSS tracker serve ({backend})",
+                f"{ingest['peak_rss_mb_ours']} MiB (bare {ingest['peak_rss_mb_bare']} MiB)",
+                "-",
+            ),
+        ]
+    for batch in _list(results.get("batch_accept")):
+        table.append(
+            (
+                f"batch accept / raw insert ({batch['backend']})",
+                f"{batch['ratio']:.3f} (API {batch['api_seconds']:.2f} s)",
+                ">= 0.5, API < 2 s",
+            )
+        )
+    pacing = results.get("pacing")
+    if isinstance(pacing, dict) and "ratio" in pacing:
+        table.append(
+            (
+                "pacing achieved / configured",
+                (
+                    f"{pacing['ratio']:.4f} ({pacing['achieved_per_minute']}/min of "
+                    f"{pacing['configured_per_minute']}, {pacing['throttled_by_limit']} 429s)"
+                ),
+                ">= 0.98, 0 429s",
+            )
+        )
+    for query in _list(results.get("query_latency")):
+        table.append(
+            (
+                f"query p99 {query['name']} ({query['rows']} rows)",
+                f"{query['p99_ms']} ms (driver baseline {query['baseline_p99_ms']} ms)",
+                query.get("target", "-"),
+            )
+        )
+    for name, value in results.items():
+        if isinstance(value, dict) and "error" in value:
+            table.append((name, value["error"], "-"))
+    return table
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict) and "error" not in value:
+        return list(value.get("results", [value]))
+    return []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts; figures not judged")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "all.json")
+    args = parser.parse_args()
+    quick = ["--quick"] if args.quick else []
+    results = {
+        "callback_ingest": run_script("callback_ingest", quick),
+        "batch_accept": run_script(
+            "batch_accept", ["--size", "1000", "--repeat", "1"] if args.quick else []
+        ),
+        "pacing": run_script("pacing", ["--seconds", "10"] if args.quick else []),
+        "query_latency": run_script("query_latency", quick),
+    }
+    table = rows(results)
+    width = max(len(r[0]) for r in table)
+    print(f"{'figure':<{width}}  {'value':<52}  target")
+    for figure, value, target in table:
+        print(f"{figure:<{width}}  {value:<52}  {target}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"quick": args.quick, **results}, indent=2, default=str))
+    print(f"\nwritten to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

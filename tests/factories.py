@@ -1,0 +1,43 @@
+"""Rows for tests that need messages in a given state (written through the real database)."""
+
+from __future__ import annotations
+
+import uuid
+
+from tracker import db, messages, models
+
+
+async def add_message(
+    database: db.Database,
+    *,
+    status: messages.Status = messages.Status.PENDING,
+    contact: str = "254712345678",
+    provider_message_id: str | None = None,
+    client: str = "app",
+) -> uuid.UUID:
+    """Insert one message in ``status`` and return its id."""
+    message = models.Message(
+        id=models.new_id(),
+        client=client,
+        sender_name="KIMISMS",
+        contact=contact,
+        network="Safaricom",
+        body="Your code is 123456",
+        segments=1,
+        encoding=messages.Encoding.GSM7.value,
+        priority=messages.PRIORITY_ORDER[messages.Priority.NORMAL],
+        status=status.value,
+        rank=messages.RANK[status],
+        provider_message_id=provider_message_id,
+        next_attempt_at=db.utcnow(),
+    )
+    async with database.write() as session:
+        session.add(message)
+    return message.id
+
+
+async def fetch_message(database: db.Database, message_id: uuid.UUID) -> models.Message:
+    async with database.read() as session:
+        row = await session.get(models.Message, message_id)
+    assert row is not None
+    return row

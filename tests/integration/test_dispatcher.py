@@ -1,0 +1,253 @@
+"""The dispatcher against the sandbox over real HTTP, with callbacks closing the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from tests.conftest import SettingsFactory
+from tests.factories import add_message, fetch_message
+from tests.processes import free_port
+from tracker import db, dispatcher, messages, models
+from tracker.app import create_app, provider_client
+from tracker.sandbox import SandboxConfig
+from tracker.sandbox.server import running_app, running_sandbox
+from tracker.settings import Settings
+
+Status = messages.Status
+CLIENT_ID, CLIENT_SECRET = "tracker-test", "tracker-test-secret"
+FINAL = {s.value for s in messages.FINAL}
+
+
+def sandbox_config(**overrides: Any) -> SandboxConfig:
+    values: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "callback_delay_seconds": 0.05,
+        "failure_ratio": 0.0,
+        "rate_limit_per_minute": 6000,
+        "hang_seconds": 1.5,
+        "slow_response_seconds": 0.2,
+    }
+    values.update(overrides)
+    return SandboxConfig(**values)
+
+
+@contextmanager
+def loop(
+    make_settings: SettingsFactory, database_url: str, config: SandboxConfig, **overrides: Any
+) -> Iterator[tuple[Settings, str]]:
+    """The sandbox and the tracker's receiver, both over HTTP on loopback."""
+    port = free_port()
+    with running_sandbox(config) as sandbox_url:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "kimisms_base_url": sandbox_url,
+            "kimisms_client_id": CLIENT_ID,
+            "kimisms_client_secret": CLIENT_SECRET,
+            "public_url": f"http://127.0.0.1:{port}",
+            "rate_limit_per_minute": 6000,
+            "retry_base_seconds": 0.05,
+            "retry_max_seconds": 0.2,
+            "provider_read_timeout_seconds": 0.75,
+        }
+        values.update(overrides)
+        settings = make_settings(**values)
+        with running_app(create_app(settings), port=port):
+            yield settings, sandbox_url
+
+
+@asynccontextmanager
+async def dispatching(settings: Settings, database: db.Database) -> AsyncIterator[None]:
+    async with provider_client(settings) as http:
+        sender = dispatcher.create(settings, database, http)
+        task = asyncio.create_task(sender.run())
+        try:
+            yield
+        finally:
+            sender.stop()
+            await asyncio.wait_for(task, 30)
+
+
+async def wait_for(
+    database: db.Database,
+    ids: list[uuid.UUID],
+    done: Callable[[models.Message], bool],
+    within: float = 20,
+) -> list[models.Message]:
+    deadline = time.monotonic() + within
+    while True:
+        rows = [await fetch_message(database, i) for i in ids]
+        if all(done(row) for row in rows) or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
+def is_final(row: models.Message) -> bool:
+    return row.status in FINAL
+
+
+def sandbox_sends(sandbox_url: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{sandbox_url}/sandbox/messages")
+    sends: list[dict[str, Any]] = response.json()
+    return sends
+
+
+def sandbox_calls(sandbox_url: str) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = httpx.get(f"{sandbox_url}/sandbox/calls").json()
+    return calls
+
+
+def sends_per_key(sandbox_url: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for send in sandbox_sends(sandbox_url):
+        counts[send["idempotency_key"]] = counts.get(send["idempotency_key"], 0) + 1
+    return counts
+
+
+async def test_queued_messages_are_sent_once_each_and_end_delivered(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """The whole loop: queued -> sending -> pending -> delivered, one send per message."""
+    ids = [await add_message(database, status=Status.QUEUED) for _ in range(5)]
+    with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
+        async with dispatching(settings, database):
+            rows = await wait_for(database, ids, lambda r: r.status == Status.DELIVERED)
+        assert [r.status for r in rows] == [Status.DELIVERED] * 5
+        assert all(r.provider_message_id and r.accepted_at and r.final_at for r in rows)
+        assert sends_per_key(sandbox_url) == {str(i): 1 for i in ids}
+
+
+async def test_a_refused_sender_is_rejected_with_the_providers_reason(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """A 400 is permanent: rejected at once, the field message kept, never retried."""
+    message_id = await add_message(database, status=Status.QUEUED)
+    async with database.write() as session:
+        await session.execute(
+            update(models.Message).where(models.Message.id == message_id).values(sender_name="NOPE")
+        )
+    with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
+        async with dispatching(settings, database):
+            [row] = await wait_for(database, [message_id], is_final)
+        assert row.status == Status.REJECTED
+        assert row.error is not None
+        assert "Sender ID not found" in row.error
+        assert row.attempts == 1
+        assert sandbox_sends(sandbox_url) == []
+
+
+@pytest.mark.parametrize(
+    ("contact", "fault"),
+    [("254700000502", "500 once"), ("254700000504", "accept then hang"), ("254700000505", "429")],
+)
+async def test_transient_failures_are_retried_with_the_same_key_and_sent_once(
+    make_settings: SettingsFactory,
+    database_url: str,
+    database: db.Database,
+    contact: str,
+    fault: str,
+) -> None:
+    """500s, lost answers and 429s are retried under one Idempotency-Key: one send."""
+    message_id = await add_message(database, status=Status.QUEUED, contact=contact)
+    with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
+        async with dispatching(settings, database):
+            [row] = await wait_for(database, [message_id], lambda r: r.status == Status.DELIVERED)
+        assert row.status == Status.DELIVERED, fault
+        assert sends_per_key(sandbox_url) == {str(message_id): 1}
+
+
+async def test_a_message_that_always_fails_is_given_up_after_the_attempts(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """After max_attempts transient failures the message is failed with the reason."""
+    message_id = await add_message(database, status=Status.QUEUED, contact="254700000503")
+    config = sandbox_config()
+    with loop(make_settings, database_url, config, max_attempts=3) as (settings, sandbox_url):
+        async with dispatching(settings, database):
+            [row] = await wait_for(database, [message_id], is_final)
+        assert row.status == Status.FAILED
+        assert row.attempts == 3
+        assert row.error is not None
+        assert "after 3 attempts" in row.error
+        assert sandbox_sends(sandbox_url) == []
+
+
+async def test_an_expired_message_is_never_sent(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """Validity that ran out before sending makes the message expired, not sent."""
+    message_id = await add_message(database, status=Status.QUEUED)
+    async with database.write() as session:
+        past = db.utcnow() - dt.timedelta(seconds=1)
+        await session.execute(
+            update(models.Message).where(models.Message.id == message_id).values(expires_at=past)
+        )
+    with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
+        async with dispatching(settings, database):
+            [row] = await wait_for(database, [message_id], is_final)
+        assert row.status == Status.EXPIRED
+        assert sandbox_sends(sandbox_url) == []
+
+
+async def test_a_callback_before_the_send_answer_is_not_undone(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """Race: the report lands while the message is sending; the late 200 keeps delivered."""
+    message_id = await add_message(database, status=Status.QUEUED, contact="254700000508")
+    with loop(make_settings, database_url, sandbox_config()) as (settings, _):
+        async with dispatching(settings, database):
+            [row] = await wait_for(database, [message_id], lambda r: r.accepted_at is not None)
+        assert row.status == Status.DELIVERED
+        assert row.provider_name == "Swift"
+
+
+async def test_high_priority_messages_go_first(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """Claims order by priority, then age."""
+    low = [await add_message(database, status=Status.QUEUED) for _ in range(3)]
+    high = await add_message(database, status=Status.QUEUED)
+    async with database.write() as session:
+        values = {"priority": messages.PRIORITY_ORDER[messages.Priority.LOW]}
+        await session.execute(
+            update(models.Message).where(models.Message.id.in_(low)).values(**values)
+        )
+    with loop(make_settings, database_url, sandbox_config(), rate_limit_per_minute=600) as (
+        settings,
+        sandbox_url,
+    ):
+        async with dispatching(settings, database):
+            await wait_for(database, [*low, high], lambda r: r.accepted_at is not None)
+        order = [send["idempotency_key"] for send in sandbox_sends(sandbox_url)]
+    assert order[0] == str(high)
+
+
+async def test_an_expired_provider_token_is_refreshed_and_shared(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """A token that expires mid-run is renewed (on 401 or before expiry); sends go on."""
+    config = sandbox_config(token_lifetime_seconds=1)
+    with loop(make_settings, database_url, config) as (settings, sandbox_url):
+        async with dispatching(settings, database):
+            first = await add_message(database, status=Status.QUEUED)
+            await wait_for(database, [first], lambda r: r.accepted_at is not None)
+            await asyncio.sleep(1.5)
+            second = await add_message(database, status=Status.QUEUED)
+            rows = await wait_for(database, [first, second], lambda r: r.accepted_at is not None)
+        assert all(r.accepted_at for r in rows)
+        calls = sandbox_calls(sandbox_url)
+        token_calls = [c for c in calls if c["path"] == "/api/generate-token"]
+        assert len(token_calls) >= 2
+    async with database.read() as session:
+        stored = await session.get(models.ProviderToken, CLIENT_ID)
+    assert stored is not None

@@ -1,0 +1,186 @@
+"""The internal API for sending: one message, a batch, one message's history, cancel.
+
+A message is stored as ``queued`` (with its first event) before the 202
+answer, in one transaction per request; a batch is all accepted or all
+refused. Bodies are checked in two steps: ``schemas`` for shapes and types,
+``intake`` for the rules. An ``Idempotency-Key`` replay is answered before the
+rules run, so a retry gets the first answer even after a ``send_at`` passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pydantic_core
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tracker import auth, db, errors, idempotency, intake, logs, schemas, store, web
+from tracker.services import Services, services_of
+
+log = logs.get_logger(__name__)
+SEND_ROUTE = "/v1/messages"
+BATCH_ROUTE = "/v1/messages/batch"
+JSON_MEDIA_TYPE = "application/json"
+REPLAYED_HEADER = "Idempotent-Replayed"
+LOG_MAX_IDS = 100  # a batch's line names its first ids; count says how many there are
+
+Rows = list[dict[str, Any]]
+
+
+async def send_message(request: Request) -> Response:
+    """``POST /v1/messages``: queue one message; 202 with the message."""
+    services = services_of(request)
+    principal = await auth.require(request, services.database, auth.Scope.SEND)
+    data = await web.read_json_object(request, services.settings.max_body_bytes)
+    message = schemas.parse_send(data)
+    return await _accept(
+        request,
+        services,
+        principal,
+        route=SEND_ROUTE,
+        body=data,
+        build=lambda rules: _one(rules, message),
+        render=lambda rows: schemas.message_out(rows[0]),
+    )
+
+
+async def send_batch(request: Request) -> Response:
+    """``POST /v1/messages/batch``: queue every message or none; 202 with all of them."""
+    services = services_of(request)
+    principal = await auth.require(request, services.database, auth.Scope.SEND)
+    settings = services.settings
+    data = await web.read_json_object(request, settings.max_batch_body_bytes)
+    batch = schemas.parse_batch(data, settings.max_batch_size)
+    return await _accept(
+        request,
+        services,
+        principal,
+        route=BATCH_ROUTE,
+        body=data,
+        build=lambda rules: rules.rows(batch.messages),
+        render=lambda rows: {
+            "count": len(rows),
+            "messages": [schemas.message_out(row) for row in rows],
+        },
+    )
+
+
+async def get_message(request: Request) -> Response:
+    """``GET /v1/messages/{id}``: the message and its events."""
+    services = services_of(request)
+    principal = await auth.require(request, services.database, auth.Scope.READ)
+    message_id = _message_id(request)
+    async with services.database.read() as session:
+        found = await store.get_message(session, message_id, client=_only_own(principal))
+    body = schemas.message_out(found.message)
+    body["events"] = [schemas.event_out(event) for event in found.events]
+    return _json(200, body)
+
+
+async def cancel_message(request: Request) -> Response:
+    """``POST /v1/messages/{id}/cancel``: only while queued; 200 with the message."""
+    services = services_of(request)
+    principal = await auth.require(request, services.database, auth.Scope.SEND)
+    message_id = _message_id(request)
+    async with services.database.write() as session:
+        row = await store.cancel_message(session, message_id, client=_only_own(principal))
+    log.info("message_cancelled", message_id=str(message_id), client=principal.client)
+    return _json(200, schemas.message_out(row))
+
+
+async def _accept(
+    request: Request,
+    services: Services,
+    principal: auth.Principal,
+    *,
+    route: str,
+    body: dict[str, Any],
+    build: Callable[[intake.Intake], Awaitable[Rows]],
+    render: Callable[[Rows], dict[str, Any]],
+) -> Response:
+    """Replay a known Idempotency-Key, or check, store and answer (202)."""
+    now = db.utcnow()
+    claim = idempotency.claim_of(request, principal.client, route, body)
+    if claim is not None:
+        previous = await idempotency.previous_answer(services.database, claim, now)
+        if previous is not None:
+            return _replayed(previous)
+    rows = await build(intake.Intake(services.settings, principal.client, now))
+    try:
+        answer = await _store(services, rows, render, claim, now)
+    except errors.IdempotencyKeyTaken:
+        if claim is None:  # only storing a claim can raise it
+            raise
+        return _replayed(await idempotency.answer_of_winner(services.database, claim))
+    _log_queued(rows, principal.client)
+    return Response(answer.body, answer.status_code, media_type=JSON_MEDIA_TYPE)
+
+
+async def _one(rules: intake.Intake, message: schemas.SendRequest) -> Rows:
+    return [rules.row(message)]
+
+
+async def _store(
+    services: Services,
+    rows: Rows,
+    render: Callable[[Rows], dict[str, Any]],
+    claim: idempotency.Claim | None,
+    now: dt.datetime,
+) -> idempotency.Answer:
+    """Insert the rows (and the key's answer) in one transaction; the answer."""
+    answer = None
+    async with services.database.write() as session:
+        await store.insert_messages(session, rows)
+        if claim is not None:  # the answer is part of the transaction
+            answer = idempotency.Answer(202, _dumps(render(rows)))
+            ttl = services.settings.idempotency_ttl_seconds
+            await idempotency.remember(session, claim, answer, now, ttl)
+    # Without a key the answer is built after the commit, outside the write lock.
+    return answer or idempotency.Answer(202, _dumps(render(rows)))
+
+
+def _log_queued(rows: Sequence[dict[str, Any]], client: str) -> None:
+    ids = [str(row["id"]) for row in rows[:LOG_MAX_IDS]]
+    log.info("message_queued", message_ids=ids, count=len(rows), client=client)
+
+
+def _message_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["id"])
+    except ValueError:
+        raise errors.NotFound("message not found") from None
+
+
+def _only_own(principal: auth.Principal) -> str | None:
+    """The client whose messages a key may see: its own, or all for admin."""
+    return None if auth.Scope.ADMIN in principal.scopes else principal.client
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return pydantic_core.to_json(body)
+
+
+def _json(status_code: int, body: dict[str, Any]) -> Response:
+    return Response(_dumps(body), status_code, media_type=JSON_MEDIA_TYPE)
+
+
+def _replayed(answer: idempotency.Answer) -> Response:
+    return Response(
+        answer.body,
+        answer.status_code,
+        media_type=JSON_MEDIA_TYPE,
+        headers={REPLAYED_HEADER: "true"},
+    )
+
+
+routes = [
+    Route(SEND_ROUTE, send_message, methods=["POST"]),
+    Route(BATCH_ROUTE, send_batch, methods=["POST"]),
+    Route("/v1/messages/{id}", get_message, methods=["GET"]),
+    Route("/v1/messages/{id}/cancel", cancel_message, methods=["POST"]),
+]

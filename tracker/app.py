@@ -1,0 +1,85 @@
+"""Assembles the Starlette application."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tracker import api, auth, callbacks, db, dispatcher, health, ops, web
+from tracker.middleware import RequestContextMiddleware
+from tracker.services import Services, services_of
+from tracker.settings import Settings
+from tracker.spool import Spool
+
+
+def provider_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The one HTTP client to KIMISMS, with explicit timeouts."""
+    timeout = httpx.Timeout(
+        settings.provider_read_timeout_seconds,
+        connect=settings.provider_connect_timeout_seconds,
+    )
+    return httpx.AsyncClient(
+        base_url=settings.kimisms_base_url, timeout=timeout, transport=transport
+    )
+
+
+async def whoami(request: Request) -> JSONResponse:
+    """The client and scopes of the calling key (lets an operator check a key)."""
+    principal = await auth.require(request, services_of(request).database, auth.Scope.READ)
+    return JSONResponse({"client": principal.client, "scopes": sorted(principal.scopes)})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    provider_transport: httpx.AsyncBaseTransport | None = None,
+    run_dispatcher: bool = False,
+) -> Starlette:
+    """The tracker app; the lifespan owns the engine, the provider client and,
+    with ``run_dispatcher``, the dispatcher task."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = db.Database(settings.async_database_url)
+        ingester = callbacks.Ingester(
+            database, Spool(settings.spool_path), settings.callback_db_deadline_seconds
+        )
+        async with provider_client(settings, provider_transport) as http:
+            app.state.services = Services(
+                settings=settings, database=database, provider_http=http, callbacks=ingester
+            )
+            await ingester.start()
+            sender = dispatcher.create(settings, database, http) if run_dispatcher else None
+            task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
+            try:
+                yield
+            finally:
+                if sender and task:
+                    sender.stop()
+                    await task
+                await ingester.stop()
+                await database.dispose()
+
+    routes = [
+        *health.routes,
+        *callbacks.routes,
+        *ops.routes,
+        *api.routes,
+        Route("/v1/whoami", whoami),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers=web.EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

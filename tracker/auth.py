@@ -1,0 +1,150 @@
+"""API keys: created once, stored as a hash, checked in constant time.
+
+A key is ``kt_`` + 43 random URL-safe characters (256 bits), so a plain
+SHA-256 is enough to store it (no password stretching needed for random keys).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from tracker import db, models
+
+KEY_PREFIX = "kt_"
+MAX_NAME_LENGTH = 64
+
+
+class Scope(enum.StrEnum):
+    SEND = "send"
+    READ = "read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a valid key."""
+
+    key_id: str
+    client: str
+    scopes: frozenset[Scope]
+
+    def allows(self, scope: Scope) -> bool:
+        return scope in self.scopes or Scope.ADMIN in self.scopes
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: str
+    revoked: bool
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_scopes(raw: str) -> frozenset[Scope]:
+    """``send,read`` -> scopes; an unknown scope is a ValueError naming it."""
+    names = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    if not names:
+        raise ValueError("at least one scope is required (send, read, admin)")
+    try:
+        return frozenset(Scope(name) for name in names)
+    except ValueError:
+        bad = next(n for n in names if n not in set(Scope))
+        raise ValueError(f"unknown scope {bad!r}: use send, read or admin") from None
+
+
+async def create_key(database: db.Database, name: str, scopes: frozenset[Scope]) -> str:
+    """Store a new key and return it; this is the only time it is ever seen."""
+    if (
+        not name
+        or len(name) > MAX_NAME_LENGTH
+        or not name.replace("-", "").replace("_", "").isalnum()
+    ):
+        raise ValueError("name must be 1-64 letters, digits, '-' or '_'")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    async with database.write() as session:
+        taken = await session.scalar(select(models.ApiKey.id).where(models.ApiKey.name == name))
+        if taken is not None:
+            raise ValueError(f"a key named {name!r} already exists")
+        session.add(
+            models.ApiKey(
+                name=name,
+                key_hash=hash_key(key),
+                prefix=key[:10],
+                scopes=",".join(sorted(scopes)),
+            )
+        )
+    return key
+
+
+async def list_keys(database: db.Database) -> list[KeyInfo]:
+    async with database.read() as session:
+        rows = await session.scalars(select(models.ApiKey).order_by(models.ApiKey.created_at))
+        return [
+            KeyInfo(
+                name=row.name,
+                prefix=row.prefix,
+                scopes=tuple(row.scopes.split(",")),
+                created_at=row.created_at.isoformat(timespec="seconds"),
+                revoked=row.revoked_at is not None,
+            )
+            for row in rows
+        ]
+
+
+async def revoke_key(database: db.Database, name: str) -> bool:
+    """Revoke by name; False if there is no such active key."""
+    async with database.write() as session:
+        result = await session.execute(
+            update(models.ApiKey)
+            .where(models.ApiKey.name == name, models.ApiKey.revoked_at.is_(None))
+            .values(revoked_at=db.utcnow())
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+async def verify_key(database: db.Database, key: str) -> Principal | None:
+    """The principal for a valid, unrevoked key; None otherwise."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    digest = hash_key(key)
+    async with database.read() as session:
+        row = await session.scalar(select(models.ApiKey).where(models.ApiKey.key_hash == digest))
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.key_hash, digest):
+        return None
+    return Principal(key_id=str(row.id), client=row.name, scopes=parse_scopes(row.scopes))
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+async def require(request: Request, database: db.Database, scope: Scope) -> Principal:
+    """The caller's principal, or 401 (no or bad key) / 403 (missing scope)."""
+    key = bearer_token(request)
+    principal = await verify_key(database, key) if key else None
+    if principal is None:
+        raise HTTPException(
+            401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    request.state.client = principal.client
+    if not principal.allows(scope):
+        raise HTTPException(403, f"this key lacks the {scope.value!r} scope")
+    return principal

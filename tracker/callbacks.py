@@ -1,0 +1,220 @@
+"""The KIMISMS callback receiver: answered in milliseconds, never losing a report.
+
+Requests hand their receipt to one writer task (group commit): it applies
+whatever is waiting in one short transaction under a deadline, then resolves
+each request. A request is answered 200 only after its receipt was committed
+or fsynced to the spool. While the database fails, a breaker sends receipts
+straight to the spool; the replayer applies the spool once the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tracker import capability, db, logs, metrics, reports, web
+from tracker.services import services_of
+from tracker.spool import Spool
+
+log = logs.get_logger(__name__)
+MAX_BATCH = 256
+BREAKER_SECONDS = 2.0  # after a database failure, spool directly for this long
+ACK_BUDGET_SECONDS = 3.5  # a request never waits longer than this for the writer
+REPLAY_INTERVAL_SECONDS = 5.0
+Spooled = Literal["spooled"]
+SPOOLED: Spooled = "spooled"
+Result = reports.Outcome | Spooled
+
+
+@dataclass
+class _Pending:
+    receipt: reports.Receipt
+    future: asyncio.Future[Result]
+
+
+class Ingester:
+    """Group commit of receipts, with the spool as the fallback."""
+
+    def __init__(self, database: db.Database, spool: Spool, deadline_seconds: float) -> None:
+        self.database = database
+        self.spool = spool
+        self.deadline_seconds = deadline_seconds
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._broken_until = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rescues: set[asyncio.Task[None]] = set()
+
+    async def start(self, *, replay_interval: float = REPLAY_INTERVAL_SECONDS) -> None:
+        self._tasks = [
+            asyncio.create_task(self._write_forever(), name="callback-writer"),
+            asyncio.create_task(self._replay_forever(replay_interval), name="callback-replayer"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        while not self._queue.empty():  # nothing acknowledged may be dropped
+            pending = self._queue.get_nowait()
+            await self._spool_and_resolve([pending])
+
+    async def submit(self, receipt: reports.Receipt) -> Result:
+        """Apply (or spool) one receipt; returns only once it is durable."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(receipt, loop.create_future())
+        self._queue.put_nowait(pending)
+        # A timer, not wait_for(): no extra task per callback on the hot path.
+        timer = loop.call_later(ACK_BUDGET_SECONDS, self._rescue, pending)
+        try:
+            return await pending.future
+        finally:
+            timer.cancel()
+
+    def _rescue(self, pending: _Pending) -> None:
+        """The writer is stuck: spool this receipt now. Applying it again later is
+        harmless (receipts are deduplicated, moves are conditional)."""
+        if not pending.future.done():
+            task = asyncio.create_task(self._spool_and_resolve([pending]))
+            self._rescues.add(task)
+            task.add_done_callback(self._rescues.discard)
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if time.monotonic() < self._broken_until:
+                await self._spool_and_resolve(batch)
+                continue
+            try:
+                outcomes = await self._apply(batch)
+            except Exception as exc:  # any database failure: the spool takes over
+                self._broken_until = time.monotonic() + BREAKER_SECONDS
+                log.warning("callback_db_unavailable", error=type(exc).__name__, batch=len(batch))
+                await self._spool_and_resolve(batch)
+                continue
+            metrics.CALLBACK_BATCH_SIZE.observe(len(batch))
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(outcome)
+
+    async def _apply(self, batch: list[_Pending]) -> list[reports.Outcome]:
+        async with asyncio.timeout(self.deadline_seconds), self.database.write() as session:
+            if not self.database.is_sqlite:
+                ms = int(self.deadline_seconds * 1000)
+                await session.execute(text(f"SET LOCAL statement_timeout = {ms}"))
+                await session.execute(text(f"SET LOCAL lock_timeout = {ms}"))
+            return await reports.apply_receipts(session, [p.receipt for p in batch])
+
+    async def _spool_and_resolve(self, batch: list[_Pending]) -> None:
+        try:
+            await asyncio.to_thread(self.spool.append, [p.receipt for p in batch])
+        except OSError as exc:
+            log.exception("callback_spool_failed", batch=len(batch))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        metrics.SPOOL_BACKLOG.inc(len(batch))
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_result(SPOOLED)
+
+    async def _replay_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() < self._broken_until:
+                continue
+            try:
+                await replay(self.database, self.spool)
+            except Exception as exc:  # the database is still away; try again later
+                log.warning("callback_replay_deferred", error=type(exc).__name__)
+
+
+async def replay(database: db.Database, spool: Spool, batch_size: int = MAX_BATCH) -> int:
+    """Apply every spooled receipt; returns how many were read. Idempotent."""
+    total = 0
+    for path in await asyncio.to_thread(spool.claim):
+        receipts = Spool.read(path)
+        for start in range(0, len(receipts), batch_size):
+            async with database.write() as session:
+                await reports.apply_receipts(session, receipts[start : start + batch_size])
+        path.unlink()
+        total += len(receipts)
+        log.info("callback_spool_replayed", file=path.name, receipts=len(receipts))
+    metrics.SPOOL_BACKLOG.set(await asyncio.to_thread(spool.backlog))
+    return total
+
+
+async def receive(request: Request) -> Response:
+    """POST /v1/callbacks/kimisms/{id}/{token}: KIMISMS's delivery report."""
+    started = time.perf_counter()
+    outcome, status_code, message_id = await _handle(request)
+    elapsed = time.perf_counter() - started
+    metrics.CALLBACKS.labels(outcome=outcome).inc()
+    metrics.CALLBACK_ACK_SECONDS.observe(elapsed)
+    log.info(
+        "callback_received",
+        outcome=outcome,
+        message_id=message_id,
+        status=status_code,
+        duration_ms=round(elapsed * 1000, 2),
+    )
+    if status_code == 200:  # noqa: PLR2004
+        return JSONResponse({"received": True, "outcome": outcome})
+    return web.error_response(status_code, _DETAILS.get(outcome, outcome))
+
+
+_DETAILS = {
+    "not_found": "not found",
+    "too_large": "callback body too large",
+    "unavailable": "temporarily unable to store the callback",
+    reports.Outcome.MISMATCH.value: "report contradicts the message it was sent for",
+    reports.Outcome.MALFORMED.value: "not a delivery report",
+    reports.Outcome.UNKNOWN_MESSAGE.value: "not found",
+}
+
+
+async def _handle(request: Request) -> tuple[str, int, str | None]:
+    """(outcome, HTTP status, message id) for one callback request."""
+    services = services_of(request)
+    try:
+        message_id = uuid.UUID(request.path_params["id"])
+    except ValueError:
+        return "not_found", 404, None
+    keys = services.settings.callback_keys()
+    if not capability.verify(keys, message_id, request.path_params["token"]):
+        return "not_found", 404, None  # a forged or stale URL: same answer as unknown
+    try:
+        body = await web.read_body(request, services.settings.callback_max_body_bytes)
+    except web.PayloadTooLarge:
+        return "too_large", 413, str(message_id)
+    client = request.client
+    receipt = reports.Receipt(
+        message_id=message_id,
+        body=body.decode("utf-8", errors="replace"),
+        remote_addr=client.host if client else None,
+        received_at=db.utcnow(),
+    )
+    assert services.callbacks is not None  # noqa: S101 - the lifespan starts it
+    try:
+        result = await services.callbacks.submit(receipt)
+    except OSError:
+        return "unavailable", 503, str(message_id)
+    if result == SPOOLED:
+        return SPOOLED, 200, str(message_id)
+    return result, reports.HTTP_STATUS.get(result, 200), str(message_id)
+
+
+routes = [Route(capability.PATH_TEMPLATE, receive, methods=["POST"])]

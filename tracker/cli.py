@@ -1,0 +1,245 @@
+"""The ``tracker`` command. Every command reads the same TRACKER_* settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+import tracker
+from tracker import auth, db, errors, logs, migrate, opscli
+from tracker.settings import Settings
+
+T = TypeVar("T")
+cli = typer.Typer(
+    help="Send SMS through KIMISMS and track every message to its final delivery status.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_cli = typer.Typer(help="API keys for internal callers.", no_args_is_help=True)
+callbacks_cli = typer.Typer(help="Delivery callbacks.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(callbacks_cli, name="callbacks")
+cli.add_typer(keys_cli, name="keys")
+err = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    settings = Settings.load()
+    logs.configure(settings.log_format, settings.log_level)
+    return settings
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+async def _with_database(settings: Settings, work: Any) -> Any:
+    database = db.Database(settings.async_database_url)
+    try:
+        return await work(database)
+    finally:
+        await database.dispose()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tracker {tracker.__version__}")
+        raise typer.Exit
+
+
+@cli.callback()
+def root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """Send SMS through KIMISMS and track every message to its final delivery status."""
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    no_dispatcher: Annotated[
+        bool, typer.Option("--no-dispatcher", help="Serve the API only; run `tracker worker`.")
+    ] = False,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox", help="Use an in-process KIMISMS sandbox as the provider (for trials)."
+        ),
+    ] = False,
+    sandbox_port: Annotated[int, typer.Option(help="Port of the --sandbox provider.")] = 8090,
+) -> None:
+    """Run the HTTP service: internal API, callback receiver, probes and the dispatcher."""
+    import uvicorn
+
+    from tracker.app import create_app
+
+    settings = load_settings()
+    with contextlib.ExitStack() as stack:
+        if sandbox:
+            settings = _with_sandbox(settings, stack, host, port, sandbox_port)
+        app = create_app(settings, run_dispatcher=not no_dispatcher)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+        )
+
+
+def _with_sandbox(
+    settings: Settings, stack: contextlib.ExitStack, host: str, port: int, sandbox_port: int
+) -> Settings:
+    """Start the sandbox in a thread and point the settings at it (loopback only)."""
+    from tracker.sandbox import SandboxConfig, running_sandbox
+
+    client_id = settings.kimisms_client_id or "sandbox-client"
+    secret = settings.kimisms_client_secret.get_secret_value() or "sandbox-secret"
+    config = SandboxConfig(
+        client_id=client_id, client_secret=secret, sender_names=settings.sender_names
+    )
+    sandbox_url = stack.enter_context(running_sandbox(config, port=sandbox_port))
+    public_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+    typer.echo(
+        f"sandbox provider at {sandbox_url} (magic numbers: {sandbox_url}/sandbox/magic-numbers)",
+        err=True,
+    )
+    return settings.model_copy(
+        update={
+            "kimisms_base_url": sandbox_url,
+            "kimisms_client_id": client_id,
+            "kimisms_client_secret": SecretStr(secret),
+            "public_url": f"http://{public_host}:{port}",
+        }
+    )
+
+
+@cli.command()
+def worker() -> None:
+    """Run the dispatcher alone (one leads per database; others wait as standby)."""
+    settings = load_settings()
+    run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    from tracker import dispatcher
+    from tracker.app import provider_client
+
+    database = db.Database(settings.async_database_url)
+    try:
+        async with provider_client(settings) as http:
+            sender = dispatcher.create(settings, database, http)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, sender.stop)
+            await sender.run()
+    finally:
+        await database.dispose()
+
+
+@callbacks_cli.command("replay")
+def callbacks_replay() -> None:
+    """Apply spooled callbacks (kept while the database was unreachable)."""
+    from tracker import callbacks
+    from tracker.spool import Spool
+
+    settings = load_settings()
+    spool = Spool(settings.spool_path)
+    count = run(_with_database(settings, lambda d: callbacks.replay(d, spool)))
+    typer.echo(f"replayed {count} callbacks from {settings.spool_path}")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the schema (safe to run again)."""
+    settings = load_settings()
+    migrate.upgrade(settings.async_database_url, revision)
+    typer.echo(f"database at {migrate.head_revision() if revision == 'head' else revision}")
+
+
+@keys_cli.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who uses the key (an app or team).")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: send, read, admin.")] = "send,read",
+) -> None:
+    """Create a key. It is printed once, alone on the last line; only its hash is kept."""
+    settings = load_settings()
+    parsed = auth.parse_scopes(scopes)
+    key = run(_with_database(settings, lambda d: auth.create_key(d, name, parsed)))
+    err.print(f"created key {name!r} with scopes {','.join(sorted(parsed))}; store it now:")
+    typer.echo(key)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List keys (names, prefixes and scopes; never the keys)."""
+    settings = load_settings()
+    keys: list[auth.KeyInfo] = run(_with_database(settings, auth.list_keys))
+    table = Table("name", "prefix", "scopes", "created", "state")
+    for key in keys:
+        state = "revoked" if key.revoked else "active"
+        table.add_row(key.name, key.prefix + "…", ",".join(key.scopes), key.created_at, state)
+    Console().print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke a key at once."""
+    settings = load_settings()
+    if not run(_with_database(settings, lambda d: auth.revoke_key(d, name))):
+        raise errors.NotFound(f"no active key named {name!r}")
+    typer.echo(f"revoked {name}")
+
+
+@cli.command()
+def demo(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for final statuses.")] = 90.0,
+) -> None:
+    """Run the whole loop here (sandbox, tracker, a few messages) and watch them finish."""
+    from tracker import demo as demo_module
+
+    logs.configure("console", "WARNING")
+    if not demo_module.run(timeout):
+        raise typer.Exit(1)
+
+
+def _register_sandbox() -> None:
+    from tracker.sandbox.cli import run as run_sandbox
+
+    cli.command("sandbox", help="Run the KIMISMS sandbox alone (a fake provider with faults).")(
+        run_sandbox
+    )
+
+
+_register_sandbox()
+opscli.register(cli)  # send, messages, stats, watch: over the HTTP API
+
+
+def main() -> None:
+    """Entry point: a caller's mistake is one line on stderr, never a traceback."""
+    try:
+        cli()
+    except (errors.TrackerError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,152 @@
+"""``tracker demo``: the whole loop on this machine, in one command.
+
+Starts the sandbox and the tracker (with its dispatcher) on a temporary SQLite
+database, creates a key, sends a handful of messages through the real HTTP
+API, shows their statuses change live until every one is final, then prints how
+to query them. Everything it started is stopped and removed on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from tracker import auth, db, messages, migrate
+from tracker.app import create_app
+from tracker.sandbox import SandboxConfig, running_sandbox
+from tracker.sandbox.server import running_app
+from tracker.settings import Settings
+
+FAILING_NUMBER = "254700000510"  # the sandbox reports "Failed" for it
+FINAL = {status.value for status in messages.FINAL}
+CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
+
+
+@dataclass
+class Sent:
+    label: str
+    id: str
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _running_loop(workdir: Path, port: int) -> Iterator[Settings]:
+    config = SandboxConfig(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        callback_delay_seconds=2.0,
+        failure_ratio=0.0,
+    )
+    with running_sandbox(config) as sandbox_url:
+        settings = Settings.load(
+            data_dir=workdir,
+            kimisms_base_url=sandbox_url,
+            kimisms_client_id=CLIENT_ID,
+            kimisms_client_secret=CLIENT_SECRET,
+            public_url=f"http://127.0.0.1:{port}",
+            log_level="WARNING",
+        )
+        migrate.upgrade(settings.async_database_url)
+        with running_app(create_app(settings, run_dispatcher=True), port=port):
+            yield settings
+
+
+async def _create_key(settings: Settings) -> str:
+    database = db.Database(settings.async_database_url)
+    try:
+        return await auth.create_key(database, "demo", frozenset(auth.Scope))
+    finally:
+        await database.dispose()
+
+
+def _send_all(http: httpx.Client, console: Console) -> list[Sent]:
+    sent: list[Sent] = []
+    otp = {"to": "0712 345 678", "message": "Your code is 482913", "priority": "high"}
+    response = http.post("/v1/messages", json=otp)
+    sent.append(Sent("OTP, high priority", response.json()["id"]))
+    batch = {
+        "messages": [{"to": f"07220000{n:02d}", "message": f"Order {n} shipped"} for n in range(3)]
+    }
+    response = http.post("/v1/messages/batch", json=batch)
+    sent += [
+        Sent(f"batch item {n + 1}", m["id"]) for n, m in enumerate(response.json()["messages"])
+    ]
+    response = http.post("/v1/messages", json={"to": FAILING_NUMBER, "message": "Will fail"})
+    sent.append(Sent("sandbox fails it", response.json()["id"]))
+    invalid = http.post("/v1/messages", json={"to": "020 123 4567", "message": "Landline"})
+    console.print(
+        f"[bold]invalid number[/]: HTTP {invalid.status_code} {invalid.json()['errors']}",
+        highlight=False,
+    )
+    return sent
+
+
+def _table(rows: list[tuple[Sent, dict[str, Any]]]) -> Table:
+    table = Table("message", "id", "to", "status", "provider status", title="kimisms-tracker demo")
+    for sent, body in rows:
+        status = body.get("status", "?")
+        style = {"delivered": "green", "failed": "red"}.get(status, "yellow")
+        table.add_row(
+            sent.label,
+            sent.id[:13] + "…",
+            str(body.get("to", "")),
+            f"[{style}]{status}[/]",
+            str(body.get("provider_status") or ""),
+        )
+    return table
+
+
+def _watch(http: httpx.Client, sent: list[Sent], console: Console, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            rows = [(s, http.get(f"/v1/messages/{s.id}").json()) for s in sent]
+            live.update(_table(rows))
+            if all(body.get("status") in FINAL for _, body in rows):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
+def run(timeout: float = 90.0, console: Console | None = None) -> bool:
+    """Run the demo; True when every message reached a final status in time."""
+    console = console or Console()
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="tracker-demo-") as workdir:
+        with _running_loop(Path(workdir), port) as settings:
+            key = asyncio.run(_create_key(settings))
+            base = f"http://127.0.0.1:{port}"
+            headers = {"Authorization": f"Bearer {key}"}
+            with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
+                sent = _send_all(http, console)
+                done = _watch(http, sent, console, timeout)
+        console.print("all messages final" if done else "[red]timed out before all were final[/]")
+        console.print(
+            "\nWith your own `tracker serve --sandbox` running, query it like this:\n"
+            "  tracker keys create --name me --scopes send,read\n"
+            '  curl -s -H "Authorization: Bearer $KEY" localhost:8000/v1/messages/ID\n'
+            '  curl -s -H "Authorization: Bearer $KEY" "localhost:8000/v1/messages?status=failed"\n'
+            "  TRACKER_API_KEY=$KEY tracker messages list --status delivered\n"
+            "  TRACKER_API_KEY=$KEY tracker stats"
+        )
+    return done

@@ -1,0 +1,246 @@
+"""The dispatcher: turns due messages into sends at the provider's pace.
+
+Claim (short transaction, commit) -> send (no transaction open) -> record
+(second short transaction). Only the leader dispatches (``leadership``); the
+pacer spaces every call; transient failures are retried with exponential
+backoff and full jitter under the same Idempotency-Key, until the attempts or
+the provider's 24 h key window run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+
+import httpx
+
+from tracker import capability, db, errors, kimisms, leadership, logs, metrics, outbox
+from tracker.pacing import Pacer
+from tracker.settings import Settings
+
+log = logs.get_logger(__name__)
+MAX_IN_FLIGHT = 8  # sends awaiting an answer at once (a slow provider must not stall pacing)
+IDLE_POLL_SECONDS = 0.25
+LEADERSHIP_CHECK_SECONDS = 5.0
+HOUSEKEEPING_SECONDS = 1.0  # how often validity and retry windows are checked
+ACCOUNT_PAUSE_SECONDS = 30.0  # after credentials/URL failures
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        database: db.Database,
+        client: kimisms.KimismsClient,
+        *,
+        lock: leadership.Leadership | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.client = client
+        self.lock = lock or leadership.for_database(database)
+        self.rng = rng or random.Random()
+        self.stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight: dict[asyncio.Task[None], outbox.Claimed] = {}
+        self._keys = settings.callback_keys()
+
+    async def run(self) -> None:
+        """Wait for leadership, then dispatch until ``stop()``; then drain in-flight sends."""
+        try:
+            while not self.stopping.is_set():
+                if not await leadership.wait_for_leadership(self.lock, self.stopping):
+                    break
+                await self._lead()
+        finally:
+            await self._drain()
+            await self.lock.release()
+            log.info("dispatcher_stopped")
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _lead(self) -> None:
+        checked = time.monotonic()
+        swept = 0.0
+        while not self.stopping.is_set():
+            if time.monotonic() - swept > HOUSEKEEPING_SECONDS:
+                await self._expire()
+                swept = time.monotonic()
+            if time.monotonic() - checked > LEADERSHIP_CHECK_SECONDS:
+                if not await self.lock.still_held():
+                    log.warning("dispatcher_lost_leadership")
+                    return
+                checked = time.monotonic()
+            try:
+                await self._dispatch_one()
+            except Exception as exc:  # a database hiccup must not kill the dispatcher
+                log.warning("dispatcher_cycle_failed", error=type(exc).__name__, detail=str(exc))
+                await self._idle(1.0)
+
+    async def _dispatch_one(self) -> None:
+        await self._slots.acquire()
+        try:
+            claimed = None
+            if await self._any_due():
+                # Take the pacer's turn before claiming, so the claim's round trip
+                # does not stretch every interval.
+                await self.client.pacer.acquire()
+                claimed = await self._claim()
+        except BaseException:
+            self._slots.release()
+            raise
+        if claimed is None:
+            self._slots.release()
+            await self._idle(IDLE_POLL_SECONDS)
+            return
+        task = asyncio.create_task(self._send(claimed), name=f"send-{claimed.id}")
+        self._in_flight[task] = claimed
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._slots.release()
+
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _any_due(self) -> bool:
+        async with self.database.read() as session:
+            return await outbox.any_due(session, db.utcnow())
+
+    async def _claim(self) -> outbox.Claimed | None:
+        now = db.utcnow()
+        lease = dt.timedelta(seconds=self.settings.lease_seconds)
+        async with self.database.write() as session:
+            claimed = await outbox.claim_due(session, now=now, lease=lease, limit=1)
+        return claimed[0] if claimed else None
+
+    async def _expire(self) -> None:
+        give_up = dt.timedelta(seconds=self.settings.give_up_after_seconds)
+        try:
+            async with self.database.write() as session:
+                await outbox.expire_overdue(session, db.utcnow(), give_up)
+        except Exception as exc:  # retried at the next sweep
+            log.warning("dispatcher_sweep_failed", error=type(exc).__name__)
+
+    async def _send(self, claimed: outbox.Claimed) -> None:
+        started = time.perf_counter()
+        url = capability.callback_url(self.settings.public_url, self._keys, claimed.id)
+        outcome, provider_message_id = "accepted", None
+        try:
+            accepted = await self.client.send_sms(
+                message_id=claimed.id,
+                sender_name=claimed.sender_name,
+                contact=claimed.contact,
+                message=claimed.body,
+                callback_url=url,
+                turn_taken=True,
+            )
+            provider_message_id = accepted.provider_message_id
+            async with self.database.write() as session:
+                await outbox.record_acceptance(
+                    session, claimed.id, accepted, attempt=claimed.attempts, now=db.utcnow()
+                )
+        except errors.ProviderError as exc:
+            outcome = await self._handle_failure(claimed, exc)
+        finally:
+            metrics.SENDS.labels(outcome=outcome).inc()
+            log.info(
+                "message_dispatched",
+                message_id=str(claimed.id),
+                provider_message_id=provider_message_id,
+                outcome=outcome,
+                attempt=claimed.attempts,
+                provider_latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+
+    async def _handle_failure(self, claimed: outbox.Claimed, exc: errors.ProviderError) -> str:
+        """Record a failed attempt; returns the outcome for the log line."""
+        if exc.permanent:
+            async with self.database.write() as session:
+                await outbox.record_rejection(
+                    session,
+                    claimed.id,
+                    str(exc),
+                    exc.field_errors,
+                    attempt=claimed.attempts,
+                    now=db.utcnow(),
+                )
+            return "rejected"
+        now = db.utcnow()
+        if isinstance(exc, kimisms.ProviderUnavailable):
+            self.client.pacer.pause(ACCOUNT_PAUSE_SECONDS)
+            log.error("provider_unavailable", detail=str(exc))
+            await self._retry(
+                claimed, str(exc), now + dt.timedelta(seconds=ACCOUNT_PAUSE_SECONDS), count=False
+            )
+            return "account_unavailable"
+        if exc.status_code == 429:  # noqa: PLR2004 - not sent; the pacer already paused
+            wait = exc.retry_after or self.settings.rate_limit_pause_seconds
+            await self._retry(claimed, str(exc), now + dt.timedelta(seconds=wait), count=False)
+            return "rate_limited"
+        retry_at = now + dt.timedelta(seconds=self._backoff(claimed.attempts))
+        window_ends = claimed.first_attempt_at + dt.timedelta(
+            seconds=self.settings.give_up_after_seconds
+        )
+        if claimed.attempts >= self.settings.max_attempts or retry_at >= window_ends:
+            reason = f"{exc} (after {claimed.attempts} attempts)"
+            async with self.database.write() as session:
+                await outbox.record_failure(
+                    session, claimed.id, reason, attempt=claimed.attempts, now=db.utcnow()
+                )
+            return "failed"
+        await self._retry(claimed, str(exc), retry_at, count=True)
+        return "retry"
+
+    async def _retry(
+        self, claimed: outbox.Claimed, reason: str, at: dt.datetime, *, count: bool
+    ) -> None:
+        async with self.database.write() as session:
+            await outbox.schedule_retry(
+                session,
+                claimed.id,
+                reason,
+                at=at,
+                attempt=claimed.attempts,
+                count_attempt=count,
+                now=db.utcnow(),
+            )
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        ceiling = min(
+            self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (attempt - 1)
+        )
+        return self.rng.uniform(0, ceiling)
+
+    async def _drain(self) -> None:
+        """Let in-flight sends finish and be recorded; release what cannot finish."""
+        if not self._in_flight:
+            return
+        claims = dict(self._in_flight)
+        timeout = self.settings.provider_read_timeout_seconds + 5
+        _done, pending = await asyncio.wait(list(claims), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            async with self.database.write() as session:
+                await outbox.release(session, [claims[t].id for t in pending], db.utcnow())
+
+
+def create(settings: Settings, database: db.Database, http: httpx.AsyncClient) -> Dispatcher:
+    """A dispatcher with its pacer and provider client, from settings."""
+    client = kimisms.KimismsClient(
+        http,
+        database,
+        client_id=settings.kimisms_client_id,
+        client_secret=settings.kimisms_client_secret.get_secret_value(),
+        pacer=Pacer(settings.rate_limit_per_minute),
+    )
+    return Dispatcher(settings, database, client)

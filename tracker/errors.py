@@ -1,0 +1,69 @@
+"""The one exception hierarchy of the tracker.
+
+Callers catch these, never driver or HTTP-library types: the data layer and the
+provider client translate at their boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class TrackerError(Exception):
+    """Base of every error the tracker raises on purpose."""
+
+
+class ConfigurationError(TrackerError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class ValidationFailed(TrackerError):
+    """A caller's input broke a rule: field -> list of human-readable messages."""
+
+    def __init__(self, errors: Mapping[str, Sequence[str]]) -> None:
+        self.errors = {field: list(messages) for field, messages in errors.items()}
+        super().__init__("; ".join(f"{f}: {', '.join(m)}" for f, m in self.errors.items()))
+
+
+class InvalidRecipient(ValueError, TrackerError):
+    """A phone number that is not a valid Kenyan mobile number."""
+
+
+class MessageTooLong(ValueError, TrackerError):
+    """A message body that would need more parts than allowed."""
+
+
+class NotFound(TrackerError):
+    """The thing asked for does not exist (or is not the caller's to see)."""
+
+
+class Conflict(TrackerError):
+    """The request contradicts the current state (e.g. cancel after sending)."""
+
+
+class ProviderError(TrackerError):
+    """KIMISMS refused or failed a call.
+
+    ``permanent`` decides the retry policy: a permanent error (400, bad
+    credentials) will fail the same way again; a transient one (429, 5xx,
+    timeouts, connection errors) may succeed on retry with the same key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        status_code: int | None = None,
+        field_errors: Mapping[str, Sequence[str]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status_code = status_code
+        self.field_errors = {k: list(v) for k, v in (field_errors or {}).items()}
+        self.retry_after = retry_after
+
+
+class IdempotencyKeyTaken(Conflict):
+    """Another request stored this caller's Idempotency-Key first (a unique violation)."""

@@ -1,0 +1,288 @@
+"""The KIMISMS client: access token, send-sms, and the mapping of its failures.
+
+Every failure becomes one ``errors.ProviderError``: ``permanent`` for answers
+that will not change on retry (400: the message itself is refused), transient
+for everything else (429, 5xx, timeouts, lost connections). ``ProviderUnavailable``
+marks transient failures of the whole account (bad credentials, wrong URL),
+on which the dispatcher pauses instead of burning the message's attempts.
+
+The access token lasts 30 days; it is cached in memory and in the database
+(shared by every process), refreshed a day before it expires, and once on a 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import delete
+
+from tracker import db, errors, logs, metrics, models
+from tracker.pacing import Pacer
+
+log = logs.get_logger(__name__)
+REFRESH_MARGIN = dt.timedelta(days=1)
+DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=30)
+
+
+class ProviderUnavailable(errors.ProviderError):
+    """The account cannot send at all right now (credentials, URL, outage)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message, permanent=False, status_code=status_code)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """KIMISMS accepted a message (HTTP 200)."""
+
+    provider_message_id: str
+    provider_name: str | None
+    status: str | None
+    description: str | None
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    expires_at: dt.datetime
+    obtained_at: dt.datetime
+
+    def is_fresh(self) -> bool:
+        """Valid for longer than the refresh margin (a tenth of its life, at most a day)."""
+        margin = min(REFRESH_MARGIN, (self.expires_at - self.obtained_at) / 10)
+        return self.expires_at - db.utcnow() > margin
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After as seconds, from either of its two forms."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - db.utcnow()).total_seconds())
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def field_errors(body: Any) -> dict[str, list[str]]:
+    """The provider's ``{"field": ["message", ...]}`` validation body, normalised."""
+    if not isinstance(body, dict):
+        return {}
+    result: dict[str, list[str]] = {}
+    for key, value in body.items():
+        items = value if isinstance(value, list) else [value]
+        result[str(key)] = [str(item) for item in items]
+    return result
+
+
+def error_for(response: httpx.Response) -> errors.ProviderError:
+    """Map a non-200 answer to the one error type, permanent or not."""
+    code = response.status_code
+    body = _json(response)
+    if code == 429:  # noqa: PLR2004
+        return errors.ProviderError(
+            "rate limited by KIMISMS",
+            permanent=False,
+            status_code=code,
+            retry_after=retry_after_seconds(response),
+        )
+    if code in {400, 422}:
+        fields = field_errors(body)
+        summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
+        return errors.ProviderError(
+            f"refused by KIMISMS: {summary or 'bad request'}",
+            permanent=True,
+            status_code=code,
+            field_errors=fields,
+        )
+    if code >= 500:  # noqa: PLR2004
+        return errors.ProviderError(
+            f"KIMISMS server error {code}", permanent=False, status_code=code
+        )
+    return ProviderUnavailable(f"KIMISMS answered {code}", status_code=code)
+
+
+class KimismsClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        database: db.Database,
+        *,
+        client_id: str,
+        client_secret: str,
+        pacer: Pacer,
+    ) -> None:
+        self._http = http
+        self._database = database
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.pacer = pacer
+        self._token: _Token | None = None
+        self._token_lock = asyncio.Lock()  # one refresh in flight at a time
+
+    async def send_sms(
+        self,
+        *,
+        message_id: uuid.UUID,
+        sender_name: str,
+        contact: str,
+        message: str,
+        callback_url: str,
+        turn_taken: bool = False,
+    ) -> Acceptance:
+        """Send one message; the Idempotency-Key is our message id, on every retry.
+
+        ``turn_taken``: the caller already took this call's turn from the pacer.
+        """
+        body = {
+            "sender_name": sender_name,
+            "contact": contact,
+            "message": message,
+            "callback_url": callback_url,
+        }
+        token = await self._access_token()
+        response = await self._post_send(body, token, message_id, turn_taken=turn_taken)
+        if response.status_code == 401:  # noqa: PLR2004 - expired or revoked: refresh once
+            token = await self._access_token(stale=token)
+            response = await self._post_send(body, token, message_id)
+        if response.status_code != 200:  # noqa: PLR2004
+            raise error_for(response)
+        return self._acceptance(response)
+
+    async def _post_send(
+        self,
+        body: dict[str, str],
+        token: _Token,
+        message_id: uuid.UUID,
+        *,
+        turn_taken: bool = False,
+    ) -> httpx.Response:
+        headers = {
+            "Authorization": f"Bearer {token.value}",
+            "Idempotency-Key": str(message_id),
+        }
+        return await self._post("/api/send-sms", body, headers, turn_taken=turn_taken)
+
+    async def _post(
+        self,
+        path: str,
+        body: dict[str, str],
+        headers: dict[str, str] | None = None,
+        *,
+        turn_taken: bool = False,
+    ) -> httpx.Response:
+        if not turn_taken:
+            await self.pacer.acquire()
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(path, json=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise errors.ProviderError(
+                f"KIMISMS timed out ({type(exc).__name__})", permanent=False
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.ProviderError(
+                f"cannot reach KIMISMS ({type(exc).__name__})", permanent=False
+            ) from None
+        finally:
+            metrics.PROVIDER_LATENCY_SECONDS.labels(path=path).observe(
+                time.perf_counter() - started
+            )
+        if response.status_code == 429:  # noqa: PLR2004 - everyone waits, not just this call
+            metrics.PROVIDER_RATE_LIMITED.inc()
+            self.pacer.pause(retry_after_seconds(response) or 0)
+        return response
+
+    @staticmethod
+    def _acceptance(response: httpx.Response) -> Acceptance:
+        body = _json(response)
+        if not isinstance(body, dict) or not isinstance(body.get("message_id"), str):
+            # Accepted or not, we cannot tell: a retry with the same key will say.
+            raise errors.ProviderError("KIMISMS answered 200 without a message id", permanent=False)
+        return Acceptance(
+            provider_message_id=body["message_id"],
+            provider_name=_text(body.get("provider")),
+            status=_text(body.get("status")),
+            description=_text(body.get("description")),
+        )
+
+    async def _access_token(self, stale: _Token | None = None) -> _Token:
+        """A valid token: memory, then the database, then KIMISMS."""
+        async with self._token_lock:
+            if self._token is not None and self._token != stale and self._token.is_fresh():
+                return self._token
+            stored = await self._stored_token()
+            if stored is not None and stored != stale and stored.is_fresh():
+                self._token = stored
+                return stored
+            self._token = await self._new_token()
+            await self._store_token(self._token)
+            return self._token
+
+    async def _new_token(self) -> _Token:
+        response = await self._post(
+            "/api/generate-token",
+            {
+                "grant_type": "client_credentials",
+                "client_id": self._client_id,
+                "client_secret": self._client_secret,
+            },
+        )
+        body = _json(response)
+        if response.status_code != 200 or not isinstance(body, dict):  # noqa: PLR2004
+            error = error_for(response)
+            if error.permanent:  # bad credentials are the account's problem, not a message's
+                raise ProviderUnavailable(
+                    "KIMISMS refused our credentials: check TRACKER_KIMISMS_CLIENT_ID/_SECRET",
+                    status_code=response.status_code,
+                )
+            raise error
+        lifetime = body.get("expires_in")
+        seconds = lifetime if isinstance(lifetime, int) and lifetime > 0 else None
+        now = db.utcnow()
+        expires = now + (dt.timedelta(seconds=seconds) if seconds else DEFAULT_TOKEN_LIFETIME)
+        metrics.TOKEN_REFRESHES.inc()
+        log.info("provider_token_refreshed", expires_at=expires.isoformat(timespec="seconds"))
+        return _Token(str(body.get("access_token", "")), expires_at=expires, obtained_at=now)
+
+    async def _stored_token(self) -> _Token | None:
+        async with self._database.read() as session:
+            row = await session.get(models.ProviderToken, self._client_id)
+        return _Token(row.access_token, row.expires_at, row.obtained_at) if row else None
+
+    async def _store_token(self, token: _Token) -> None:
+        async with self._database.write() as session:
+            await session.execute(
+                delete(models.ProviderToken).where(
+                    models.ProviderToken.client_id == self._client_id
+                )
+            )
+            session.add(
+                models.ProviderToken(
+                    client_id=self._client_id,
+                    access_token=token.value,
+                    expires_at=token.expires_at,
+                    obtained_at=token.obtained_at,
+                )
+            )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

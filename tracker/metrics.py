@@ -1,0 +1,72 @@
+"""Prometheus metrics. Labels are low-cardinality: outcomes and statuses, never ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CALLBACKS = Counter(
+    "tracker_callbacks_total",
+    "Delivery callbacks received, by outcome.",
+    ["outcome"],
+)
+CALLBACK_ACK_SECONDS = Histogram(
+    "tracker_callback_ack_seconds",
+    "Time from a callback's arrival to our answer.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+CALLBACK_BATCH_SIZE = Histogram(
+    "tracker_callback_batch_size",
+    "Callbacks applied per database transaction (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+SPOOL_BACKLOG = Gauge(
+    "tracker_callback_spool_backlog",
+    "Callbacks waiting in the local spool for the database to come back.",
+)
+
+# --- sending (dispatcher and provider client) ---------------------------------
+
+SENDS = Counter(
+    "tracker_sends_total",
+    "Send attempts by outcome: accepted, rejected, retry, failed, rate_limited, "
+    "account_unavailable.",
+    ["outcome"],
+)
+PROVIDER_LATENCY_SECONDS = Histogram(
+    "tracker_provider_request_seconds",
+    "Duration of HTTP calls to KIMISMS, by path (send-sms, generate-token).",
+    ["path"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0),
+)
+PROVIDER_RATE_LIMITED = Counter(
+    "tracker_provider_rate_limited_total",
+    "429 answers from KIMISMS (every call pauses for their Retry-After).",
+)
+TOKEN_REFRESHES = Counter(
+    "tracker_provider_token_refreshes_total",
+    "New KIMISMS access tokens obtained.",
+)
+
+# --- the database, read at scrape time (ops.refresh_database_gauges) ----------
+
+MESSAGES = Gauge(
+    "tracker_messages",
+    "Messages in the database, by status.",
+    ["status"],
+)
+QUEUE_DEPTH = Gauge(
+    "tracker_queue_depth",
+    "Messages queued or awaiting a retry that are due now.",
+)
+OLDEST_QUEUED_AGE = Gauge(
+    "tracker_oldest_queued_age_seconds",
+    "How long the oldest due queued message has waited (0 when none).",
+)
+OVERDUE = Gauge(
+    "tracker_messages_overdue",
+    "Pending messages without a delivery report for longer than TRACKER_DLR_OVERDUE_SECONDS.",
+)
+DATABASE_UP = Gauge(
+    "tracker_metrics_database_up",
+    "1 if the last scrape could read the database gauges, else 0 (they keep old values).",
+)

@@ -1,0 +1,82 @@
+"""Request context and the one canonical log line per request.
+
+The line names the route *template* (``/v1/callbacks/kimisms/{id}/{token}``),
+never the raw path, so capability tokens in URLs never reach a log.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tracker import logs
+
+log = logs.get_logger("tracker.http")
+REQUEST_ID_HEADER = "x-request-id"
+# A caller's request id is echoed only if it is short and harmless.
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
+# Routes whose handlers write their own canonical line (with richer fields).
+SELF_LOGGING_ROUTES = frozenset({"/v1/callbacks/kimisms/{id}/{token}"})
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == REQUEST_ID_HEADER.encode():
+            candidate = bytes(value).decode("latin-1")
+            if SAFE_REQUEST_ID.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Binds ``request_id`` for every log line of a request, then logs the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._log(scope, status_code, started)
+            structlog.contextvars.clear_contextvars()
+
+    @staticmethod
+    def _log(scope: Scope, status_code: int, started: float) -> None:
+        route = getattr(scope.get("route"), "path", None)
+        if route in SELF_LOGGING_ROUTES or (route in QUIET_ROUTES and status_code < 400):  # noqa: PLR2004
+            return
+        state = scope.get("state") or {}
+        log.info(
+            "http_request",
+            method=scope["method"],
+            route=route,
+            status=status_code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            client=state.get("client"),
+        )

@@ -1,0 +1,71 @@
+"""Schema migrations, run from the installed package (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:
+    """Alembic configured in code, pointing at the migrations inside the package."""
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("tracker.migrations")))
+    if url:
+        # ConfigParser treats % as interpolation; escape it for passwords.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _off_the_loop(work: Callable[[], None]) -> None:
+    """Run blocking alembic work; in a thread if this one runs an event loop.
+
+    Alembic's env.py starts its own loop (``asyncio.run``), which cannot nest.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        work()
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(work).result()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` (blocking)."""
+    _off_the_loop(lambda: command.upgrade(alembic_config(url), revision))
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    _off_the_loop(lambda: command.downgrade(alembic_config(url), revision))
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether this code's migrations contain ``revision`` (else the database is newer)."""
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises its own errors for unknown revisions
+        return False
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(connection: AsyncConnection) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    return await connection.run_sync(_current_revision)

@@ -1,0 +1,179 @@
+"""Tables. The message row is the job: there is no second queue to drift from it.
+
+Ids are UUIDv7 (time-ordered), so new rows land at the end of the primary-key
+index instead of at random places in it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import uuid6
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tracker.db import UTCDateTime, utcnow
+
+# Stable constraint names, so migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, not BIGINT.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def new_id() -> uuid.UUID:
+    """A time-ordered UUID (version 7)."""
+    value: uuid.UUID = uuid6.uuid7()
+    return uuid.UUID(bytes=value.bytes)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}  # noqa: RUF012
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    client: Mapped[str] = mapped_column(String(64))
+    sender_name: Mapped[str] = mapped_column(String(16))
+    contact: Mapped[str] = mapped_column(String(16))
+    network: Mapped[str | None] = mapped_column(String(32))
+    body: Mapped[str | None] = mapped_column(Text)  # None once redacted by retention
+    segments: Mapped[int] = mapped_column(SmallInteger)
+    encoding: Mapped[str] = mapped_column(String(8))
+    priority: Mapped[int] = mapped_column(SmallInteger)  # messages.PRIORITY_ORDER
+    reference: Mapped[str | None] = mapped_column(String(128))
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    rank: Mapped[int] = mapped_column(SmallInteger)  # messages.RANK[status]
+    provider_message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    provider_name: Mapped[str | None] = mapped_column(String(32))
+    provider_status: Mapped[str | None] = mapped_column(String(64))
+    provider_description: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    next_attempt_at: Mapped[dt.datetime | None]  # due time while queued
+    lease_until: Mapped[dt.datetime | None]  # while sending
+    send_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[dt.datetime | None]  # first handed to the provider
+    accepted_at: Mapped[dt.datetime | None]  # the provider answered 200
+    final_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (
+        # The dispatcher's claim: status = 'queued' ORDER BY priority, due time.
+        Index("ix_messages_claim", "status", "priority", "next_attempt_at"),
+        # The lists (queries): newest first on (created_at, id), so a page starts
+        # with an index range on the row value, also inside a batch's one timestamp.
+        Index("ix_messages_contact_created", "contact", "created_at", "id"),
+        Index("ix_messages_client_created", "client", "created_at", "id"),
+        Index("ix_messages_status_created", "status", "created_at", "id"),
+        Index("ix_messages_created", "created_at", "id"),
+        Index("ix_messages_reference", "reference"),
+    )
+
+
+class MessageEvent(Base):
+    """Append-only history: who said what about a message, and when."""
+
+    __tablename__ = "message_events"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))  # None: recorded, no move
+    source: Mapped[str] = mapped_column(String(16))  # api, dispatcher, provider, callback
+    detail: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_message_events_message_id", "message_id", "id"),
+        Index("ix_message_events_created", "created_at"),  # stats windows (queries)
+    )
+
+
+class CallbackReceipt(Base):
+    """The raw body of every callback answered 200, deduplicated."""
+
+    __tablename__ = "callback_receipts"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[dt.datetime]
+    applied_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_callback_receipts_message_id", "message_id"),)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in listings
+    scopes: Mapped[str] = mapped_column(String(64))  # comma-separated
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class IdempotencyKey(Base):
+    """A caller's Idempotency-Key and the answer it got, per API key."""
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        UniqueConstraint("client", "key"),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+
+class ProviderToken(Base):
+    """The KIMISMS access token, shared by every process of one account."""
+
+    __tablename__ = "provider_tokens"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    access_token: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime]
+    obtained_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

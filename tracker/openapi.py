@@ -1,0 +1,280 @@
+"""The OpenAPI 3.1 document, built from the pydantic models the handlers use.
+
+Each operation names its models: the request body (``schemas.SendRequest``...),
+the query string (``ops.ListParams``...) and one model per answer. Their JSON
+schemas become ``components.schemas``; a query model's fields become query
+parameters. Routes without a pydantic model of their own (probes, the
+callback) are described by the small models below, which tests hold to the
+real answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+import tracker
+from tracker import api, auth, capability, idempotency, ops, reports, schemas
+
+OPENAPI_VERSION = "3.1.0"
+REF_TEMPLATE = "#/components/schemas/{model}"
+SECURITY_SCHEME = "bearer"
+TEXT: Literal["text"] = "text"  # an answer in plain text, not JSON
+_PATH_PARAMETER = re.compile(r"{([A-Za-z_]+)}")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    schema_: str | None = Field(default=None, alias="schema", description="When ready")
+    reason: str | None = Field(default=None, description="When unavailable")
+
+
+class WhoAmI(BaseModel):
+    client: str
+    scopes: list[auth.Scope]
+
+
+class CallbackReport(BaseModel):
+    """What KIMISMS posts; other fields are kept with the raw body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str = Field(min_length=1, max_length=reports.MAX_STATUS_LENGTH, examples=["Delivered"])
+    message_id: str | None = Field(default=None, description="The provider's message id")
+    contact: str | None = None
+    description: str | None = Field(default=None, max_length=reports.MAX_DESCRIPTION_LENGTH)
+
+
+class CallbackAck(BaseModel):
+    received: Literal[True]
+    outcome: str = Field(description="applied, interim, stale, duplicate, spooled, ...")
+
+
+Answer = type[BaseModel] | Literal["text"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    responses: Mapping[int, tuple[str, Answer]]
+    scope: auth.Scope | None = None  # None: no API key
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    headers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _keyed(scope: auth.Scope, responses: Mapping[int, tuple[str, Answer]]) -> dict[int, Any]:
+    return {
+        **responses,
+        401: ("A missing or bad API key", schemas.ErrorDetail),
+        403: (f"The key lacks the {scope.value!r} scope", schemas.ErrorDetail),
+    }
+
+
+INVALID = ("Invalid input, by field", schemas.ValidationErrors)
+NOT_FOUND = ("No such message (or not the caller's)", schemas.ErrorDetail)
+TOO_LARGE = ("Body too large", schemas.ErrorDetail)
+IDEMPOTENCY_HEADER = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": "A replay gets the first answer; another body under the same key is 409",
+    "schema": {"type": "string", "pattern": rf"^[ -~]{{1,{idempotency.MAX_KEY_CHARS}}}$"},
+}
+SEND, READ = auth.Scope.SEND, auth.Scope.READ
+MESSAGE = "/v1/messages/{id}"
+
+OPERATIONS = (
+    Operation(
+        "post", api.SEND_ROUTE, "Queue one message", "messages",
+        _keyed(SEND, {202: ("Queued", schemas.MessageOut), 400: INVALID,
+                      409: ("Idempotency-Key reused for another body", schemas.ErrorDetail),
+                      413: TOO_LARGE}),
+        scope=SEND, body=schemas.SendRequest, headers=[IDEMPOTENCY_HEADER],
+    ),
+    Operation(
+        "get", api.SEND_ROUTE, "List messages, newest first", "messages",
+        _keyed(READ, {200: ("One page", ops.MessageList), 400: INVALID}),
+        scope=READ, query=ops.ListParams,
+    ),
+    Operation(
+        "post", api.BATCH_ROUTE, "Queue a batch: all or none", "messages",
+        _keyed(SEND, {202: ("Queued", schemas.BatchAccepted), 400: INVALID,
+                      409: ("Idempotency-Key reused for another body", schemas.ErrorDetail),
+                      413: TOO_LARGE}),
+        scope=SEND, body=schemas.BatchRequest, headers=[IDEMPOTENCY_HEADER],
+    ),
+    Operation(
+        "get", MESSAGE, "One message and its timeline", "messages",
+        _keyed(READ, {200: ("The message", schemas.MessageDetail), 404: NOT_FOUND}),
+        scope=READ,
+    ),
+    Operation(
+        "post", MESSAGE + "/cancel", "Cancel a message still queued", "messages",
+        _keyed(SEND, {200: ("Cancelled", schemas.MessageOut), 404: NOT_FOUND,
+                      409: ("No longer queued", schemas.ErrorDetail)}),
+        scope=SEND,
+    ),
+    Operation(
+        "get", "/v1/stats", "Statistics over a window", "operations",
+        _keyed(READ, {200: ("Statistics", ops.StatsOut), 400: INVALID}),
+        scope=READ, query=ops.StatsParams,
+    ),
+    Operation(
+        "get", "/v1/whoami", "The calling key's client and scopes", "operations",
+        _keyed(READ, {200: ("The key", WhoAmI)}), scope=READ,
+    ),
+    Operation(
+        "post", capability.PATH_TEMPLATE, "KIMISMS delivery report (the URL is the credential)",
+        "callbacks",
+        {200: ("Stored", CallbackAck), 400: ("Not a delivery report", schemas.ErrorDetail),
+         404: ("Unknown message or bad token", schemas.ErrorDetail),
+         409: ("Contradicts the message", schemas.ErrorDetail), 413: TOO_LARGE,
+         503: ("Could not store it", schemas.ErrorDetail)},
+        body=CallbackReport,
+    ),
+    Operation("get", "/healthz", "Alive", "probes", {200: ("Alive", Health)}),
+    Operation(
+        "get", "/readyz", "Database reachable and schema current", "probes",
+        {200: ("Ready", Readiness), 503: ("Not ready, with a reason", Readiness)},
+    ),
+    Operation(
+        "get", "/metrics", "Prometheus metrics (keep on the internal network)", "probes",
+        {200: ("Prometheus text format", TEXT)},
+    ),
+    Operation("get", "/openapi.json", "This document", "probes", {200: ("OpenAPI 3.1", TEXT)}),
+)  # fmt: skip
+
+
+def _models(operations: tuple[Operation, ...]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    found: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for op in operations:
+        for model in (op.query, op.body):
+            if model is not None:
+                found[model, "validation"] = None
+        for _description, answer in op.responses.values():
+            if answer != TEXT:
+                assert not isinstance(answer, str)  # noqa: S101 - narrowing for mypy
+                found[answer, "serialization"] = None
+    return list(found)
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf: [X, null]`` -> X: an absent query parameter is the null."""
+    result = {k: v for k, v in schema.items() if k not in {"anyOf", "default", "title"}}
+    options = [o for o in schema.get("anyOf", []) if o != {"type": "null"}]
+    if len(options) == 1:
+        result.update(options[0])
+    elif options:
+        result["anyOf"] = options
+    if schema.get("default") is not None:
+        result["default"] = schema["default"]
+    return result
+
+
+def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        described = _without_null(prop)
+        description = described.pop("description", None)
+        parameter = {"name": name, "in": "query", "required": name in required}
+        if description:
+            parameter["description"] = description
+        parameters.append({**parameter, "schema": described})
+    return parameters
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    kinds = {"id": {"type": "string", "format": "uuid"}}
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": kinds.get(name, {"type": "string"}),
+        }
+        for name in _PATH_PARAMETER.findall(path)
+    ]
+
+
+def _content(answer: Answer, ref: dict[str, Any] | None) -> dict[str, Any]:
+    if answer == TEXT or ref is None:
+        return {"text/plain": {"schema": {"type": "string"}}}
+    return {"application/json": {"schema": ref}}
+
+
+def _operation(
+    op: Operation, refs: Mapping[Any, dict[str, Any]], components: dict[str, Any]
+) -> Any:
+    spec: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "operationId": _op_id(op)}
+    parameters = _path_parameters(op.path) + list(op.headers)
+    if op.query is not None:
+        name = refs[op.query, "validation"]["$ref"].rsplit("/", 1)[-1]
+        parameters += _query_parameters(components.pop(name))
+    if parameters:
+        spec["parameters"] = parameters
+    if op.body is not None:
+        body_ref = refs[op.body, "validation"]
+        spec["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body_ref}},
+        }
+    spec["responses"] = {
+        str(code): {
+            "description": description,
+            "content": _content(answer, None if answer == TEXT else refs[answer, "serialization"]),
+        }
+        for code, (description, answer) in sorted(op.responses.items())
+    }
+    if op.path == "/openapi.json":
+        spec["responses"]["200"]["content"] = {"application/json": {"schema": {"type": "object"}}}
+    spec["security"] = [{SECURITY_SCHEME: []}] if op.scope else []
+    if op.scope:
+        spec["description"] = f"Needs an API key with the `{op.scope.value}` scope (or `admin`)."
+    return spec
+
+
+def _op_id(op: Operation) -> str:
+    words = re.sub(r"[^A-Za-z0-9]+", "_", op.path).strip("_")
+    return f"{op.method}_{words}"
+
+
+def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document."""
+    refs, definitions = models_json_schema(_models(operations), ref_template=REF_TEMPLATE)
+    components: dict[str, Any] = dict(definitions.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs, components)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "kimisms-tracker",
+            "version": tracker.__version__,
+            "description": "Send SMS through KIMISMS and track each to its final delivery status.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from `tracker keys create` (kt_...)",
+                }
+            },
+        },
+    }

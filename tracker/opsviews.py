@@ -1,0 +1,162 @@
+"""Rich renderings of API answers for the ops commands (``opscli``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from tracker import bulk
+
+STATUS_STYLES = {
+    "queued": "cyan",
+    "sending": "blue",
+    "pending": "yellow",
+    "delivered": "green",
+    "failed": "red",
+    "rejected": "red",
+    "expired": "magenta",
+    "cancelled": "dim",
+}
+MAX_REFUSED_SHOWN = 50
+
+
+def when(value: str | None) -> str:
+    """An API timestamp as ``2026-11-25 04:59:32`` (UTC)."""
+    if not value:
+        return ""
+    stamp = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status_text(item: Mapping[str, Any]) -> Text:
+    text = Text(item["status"], style=STATUS_STYLES.get(item["status"], ""))
+    if item.get("overdue"):
+        text.append(" overdue", style="bold red")
+    return text
+
+
+def messages_table(
+    items: Iterable[Mapping[str, Any]], title: str | None = None, *, compact: bool = False
+) -> Table:
+    """Messages as rows; ``compact`` (for ``watch``) fits an 80-column terminal."""
+    table = Table(title=title, box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
+    wide = ("parts", "client", "reference")
+    for name in ("time (UTC)" if compact else "created (UTC)", "id", "to", "status"):
+        table.add_column(name, no_wrap=True)
+    for name in () if compact else wide:
+        table.add_column(name)
+    for item in items:
+        created = when(item["created_at"])
+        row = [created[11:] if compact else created, item["id"], item["to"], status_text(item)]
+        if not compact:
+            row += [str(item["segments"]), item["client"], item.get("reference") or ""]
+        table.add_row(*row)
+    return table
+
+
+MESSAGE_FIELDS = (
+    "id", "status", "to", "network", "sender_name", "segments", "encoding", "priority",
+    "reference", "client", "provider_message_id", "provider_status", "provider_description",
+    "attempts", "error", "created_at", "send_at", "expires_at", "submitted_at", "accepted_at",
+    "final_at",
+)  # fmt: skip
+
+
+def message_table(found: Mapping[str, Any]) -> Table:
+    table = Table(show_header=False, title=f"message {found['id']}")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for name in MESSAGE_FIELDS:
+        value = found.get(name)
+        if value is None:
+            continue
+        shown = when(value) if name.endswith("_at") else str(value)
+        table.add_row(name, status_text(found) if name == "status" else shown)
+    if found.get("metadata") is not None:
+        table.add_row("metadata", json.dumps(found["metadata"], ensure_ascii=False))
+    return table
+
+
+def timeline_table(events: Iterable[Mapping[str, Any]]) -> Table:
+    table = Table(title="timeline")
+    for name in ("at (UTC)", "change", "source", "detail"):
+        table.add_column(name, no_wrap=name == "at (UTC)")
+    for event in events:
+        before, after = event.get("from_status"), event.get("to_status")
+        change = f"{before or '·'} → {after}" if after else f"{before or '·'} (recorded)"
+        table.add_row(when(event["created_at"]), change, event["source"], event.get("detail") or "")
+    return table
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} s"
+
+
+def stats_table(stats: Mapping[str, Any]) -> Table:
+    table = Table(
+        show_header=False,
+        title=f"stats for {stats['client'] or 'all clients'}",
+        caption=f"created {when(stats['since'])} to {when(stats['until'])} UTC",
+    )
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for status, count in stats["counts"].items():
+        table.add_row(Text(status, style=STATUS_STYLES.get(status, "")), f"{count:,}")
+    rate = stats["delivery_rate"]
+    table.add_row("total", f"{stats['total']:,}")
+    table.add_row("delivery rate", "-" if rate is None else f"{rate:.1%}")
+    table.add_row("units billed", f"{stats['units_billed']:,}")
+    ttd = stats["time_to_delivery_seconds"]
+    for name in ("p50", "p95", "p99"):
+        table.add_row(f"time to delivery {name}", _seconds(ttd[name]))
+    queue = stats["queue"]
+    table.add_row("queue depth (due now)", f"{queue['depth']:,}")
+    table.add_row("scheduled", f"{queue['scheduled']:,}")
+    table.add_row("oldest queued", _seconds(queue["oldest_queued_age_seconds"]))
+    table.add_row("drain time", _seconds(queue["drain_seconds"]))
+    table.add_row("overdue (now)", f"{stats['overdue']:,}")
+    table.add_row("provider 429s", f"{stats['provider']['rate_limited']:,}")
+    table.add_row("provider errors", f"{stats['provider']['errors']:,}")
+    return table
+
+
+def watch_view(items: list[Mapping[str, Any]], stats: Mapping[str, Any]) -> Group:
+    counts = ", ".join(f"{k} {v}" for k, v in stats["counts"].items() if v)
+    queue = stats["queue"]
+    line = Text(
+        f"last 15 min: {counts or 'nothing'} | queue {queue['depth']} due, "
+        f"drains in {_seconds(queue['drain_seconds'])} | overdue {stats['overdue']}"
+    )
+    return Group(line, messages_table(items, title=f"latest {len(items)} messages", compact=True))
+
+
+def print_bulk_outcome(console: Console, outcome: bulk.Outcome, as_json: bool) -> None:
+    if as_json:
+        data = {
+            "accepted": [{"line": line, "id": i} for line, i in outcome.accepted],
+            "refused": [{"line": r.line, "to": r.to, "errors": r.errors} for r in outcome.refused],
+        }
+        console.out(json.dumps(data, indent=2, ensure_ascii=False), highlight=False)
+        return
+    total = len(outcome.accepted) + len(outcome.refused)
+    console.print(
+        f"accepted {len(outcome.accepted)} of {total} rows, refused {len(outcome.refused)}"
+    )
+    if not outcome.refused:
+        return
+    table = Table(title="refused rows")
+    for name in ("line", "to", "reason"):
+        table.add_column(name)
+    for refused in outcome.refused[:MAX_REFUSED_SHOWN]:
+        reasons = "; ".join(f"{k}: {', '.join(v)}" for k, v in refused.errors.items())
+        table.add_row(str(refused.line), refused.to, reasons)
+    console.print(table)
+    if len(outcome.refused) > MAX_REFUSED_SHOWN:
+        console.print(f"... and {len(outcome.refused) - MAX_REFUSED_SHOWN} more (--json lists all)")

@@ -1,0 +1,271 @@
+"""The bodies of the internal API: requests in, messages out (pydantic v2).
+
+The models only describe shapes and types; the rules that need settings or
+the clock (sender allow-list, parts, validity) live in ``intake``. Requests are
+strict: a wrong type is an error, never coerced, and unknown fields are
+refused. ``field_errors`` turns pydantic's errors into the DESIGN.md shape
+``{"field": ["message"]}`` with short messages keyed like ``messages[3].to``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from tracker import errors, messages
+
+MAX_REFERENCE_CHARS = 128
+MAX_VALID_FOR_SECONDS = 366 * 86_400  # a year: beyond it a validity means nothing here
+BODY = "body"  # the error key for the request as a whole
+DATETIME_EXAMPLE = "2026-01-01T09:00:00+03:00"
+
+
+def _date_time_text(value: Any) -> Any:
+    """Date-times arrive as ISO 8601 strings; a bare number is ambiguous, so refused."""
+    if isinstance(value, str | dt.datetime):
+        return value
+    raise PydanticCustomError("date_time_type", "must be an ISO 8601 date-time string")
+
+
+# Lax only to parse the string; the BeforeValidator keeps numbers out.
+Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_date_time_text)]
+PriorityName = Annotated[messages.Priority, Field(strict=False)]
+
+
+class SendRequest(BaseModel):
+    """One message to send: ``POST /v1/messages``, and each item of a batch."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    to: str = Field(
+        description="Kenyan mobile number: 0712345678, 712345678, +254712345678 or 254712345678",
+        examples=["0712345678"],
+    )
+    message: str = Field(min_length=1, description="The text; its length decides the parts")
+    sender_name: str | None = Field(
+        default=None, description="A sender id on the allow-list; default: the first one"
+    )
+    priority: PriorityName = messages.Priority.NORMAL
+    reference: str | None = Field(
+        default=None, max_length=MAX_REFERENCE_CHARS, description="The caller's own id"
+    )
+    valid_for: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_VALID_FOR_SECONDS,
+        description="Seconds the message may wait to be sent, from send_at or now",
+    )
+    expires_at: Timestamp | None = Field(default=None, description="Not sent after this")
+    send_at: Timestamp | None = Field(default=None, description="Not sent before this")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="A small JSON object, returned as given"
+    )
+
+
+class BatchRequest(BaseModel):
+    """``POST /v1/messages/batch``: all accepted in one transaction, or none."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    messages: list[SendRequest] = Field(min_length=1)
+
+
+class EventOut(BaseModel):
+    """One entry of a message's history."""
+
+    from_status: messages.Status | None
+    to_status: messages.Status | None
+    source: str
+    detail: str | None
+    payload: dict[str, Any] | None
+    created_at: dt.datetime
+
+
+class MessageOut(BaseModel):
+    """A message as the API returns it."""
+
+    id: uuid.UUID
+    status: messages.Status
+    to: str = Field(description="The normalised number, e.g. 254712345678")
+    network: str | None
+    sender_name: str
+    segments: int
+    encoding: messages.Encoding
+    priority: messages.Priority
+    reference: str | None
+    metadata: dict[str, Any] | None
+    client: str = Field(description="The name of the API key that sent it")
+    provider_message_id: str | None
+    provider_status: str | None
+    provider_description: str | None
+    attempts: int
+    error: str | None
+    created_at: dt.datetime
+    send_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    submitted_at: dt.datetime | None
+    accepted_at: dt.datetime | None
+    final_at: dt.datetime | None
+
+
+class MessageDetail(MessageOut):
+    """``GET /v1/messages/{id}``: the message and its history, oldest first."""
+
+    events: list[EventOut]
+
+
+class BatchAccepted(BaseModel):
+    """The answer to a batch: every message, in the order they were given."""
+
+    count: int
+    messages: list[MessageOut]
+
+
+class ValidationErrors(BaseModel):
+    """400: what is wrong, by field."""
+
+    errors: dict[str, list[str]]
+
+
+class ErrorDetail(BaseModel):
+    """Every other error."""
+
+    detail: str
+
+
+# --- requests in -------------------------------------------------------------
+
+
+def parse_send(data: dict[str, Any]) -> SendRequest:
+    """The request in a JSON object, or ValidationFailed saying what is wrong."""
+    try:
+        return SendRequest.model_validate(data)
+    except ValidationError as exc:
+        raise errors.ValidationFailed(field_errors(exc)) from None
+
+
+def parse_batch(data: dict[str, Any], max_size: int) -> BatchRequest:
+    """The batch in a JSON object; its size is checked before any item is read."""
+    items = data.get("messages")
+    if isinstance(items, list) and len(items) > max_size:
+        raise errors.ValidationFailed(
+            {"messages": [f"at most {max_size} messages per batch (got {len(items)})"]}
+        )
+    try:
+        return BatchRequest.model_validate(data)
+    except ValidationError as exc:
+        raise errors.ValidationFailed(field_errors(exc)) from None
+
+
+def field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    """pydantic's errors as ``{"messages[3].to": ["must be a string"]}``."""
+    found: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        found.setdefault(field_path(error["loc"]), []).append(describe(error))
+    return found
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("messages", 3, "to")`` -> ``messages[3].to``; the whole body is ``body``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path or BODY
+
+
+_MESSAGES = {
+    "missing": "this field is required",
+    "extra_forbidden": "unknown field",
+    "string_type": "must be a string",
+    "string_unicode": "must be valid Unicode text (it has a lone surrogate)",
+    "int_type": "must be an integer",
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "list_type": "must be a list",
+    "timezone_aware": (
+        f"must include a UTC offset, e.g. {DATETIME_EXAMPLE} or 2026-01-01T06:00:00Z"
+    ),
+    "datetime_parsing": f"must be an ISO 8601 date-time, e.g. {DATETIME_EXAMPLE}",
+    "datetime_from_date_parsing": f"must be an ISO 8601 date-time, e.g. {DATETIME_EXAMPLE}",
+}
+
+
+# Messages that quote the constraint from the error's context.
+_WITH_CONTEXT = {
+    "enum": "must be one of {expected}",
+    "string_too_short": "must not be empty",
+    "string_too_long": "must be at most {max_length} characters",
+    "too_short": "must hold at least {min_length} item(s)",
+    "greater_than": "must be greater than {gt}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+def describe(error: Mapping[str, Any]) -> str:
+    """A short message for one pydantic error, in the words the API uses."""
+    kind = error["type"]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind in _WITH_CONTEXT:
+        try:
+            return _WITH_CONTEXT[kind].format_map(error.get("ctx") or {})
+        except KeyError:  # a pydantic release without that context: its own words
+            pass
+    message: str = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+# --- messages out ------------------------------------------------------------
+
+_PRIORITY_NAMES = {order: priority.value for priority, order in messages.PRIORITY_ORDER.items()}
+
+
+def message_out(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A ``MessageOut`` from a message's column values (``metadata`` keyed by column).
+
+    Plain dicts, not models: a batch answer holds thousands, and pydantic_core
+    serialises dicts of datetimes and UUIDs just as well.
+    """
+    get = row.get
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "to": row["contact"],
+        "network": get("network"),
+        "sender_name": row["sender_name"],
+        "segments": row["segments"],
+        "encoding": row["encoding"],
+        "priority": _PRIORITY_NAMES[row["priority"]],
+        "reference": get("reference"),
+        "metadata": get("metadata"),
+        "client": row["client"],
+        "provider_message_id": get("provider_message_id"),
+        "provider_status": get("provider_status"),
+        "provider_description": get("provider_description"),
+        "attempts": row["attempts"],
+        "error": get("error"),
+        "created_at": row["created_at"],
+        "send_at": get("send_at"),
+        "expires_at": get("expires_at"),
+        "submitted_at": get("submitted_at"),
+        "accepted_at": get("accepted_at"),
+        "final_at": get("final_at"),
+    }
+
+
+def event_out(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """An ``EventOut`` from an event's column values."""
+    return {
+        "from_status": row["from_status"],
+        "to_status": row["to_status"],
+        "source": row["source"],
+        "detail": row["detail"],
+        "payload": row["payload"],
+        "created_at": row["created_at"],
+    }

@@ -1,0 +1,232 @@
+"""Settings: every ``TRACKER_*`` variable, validated once at start.
+
+Settings are loaded explicitly (``Settings.load()``) and passed around; nothing
+reads the environment at import time. A bad value raises ``ConfigurationError``
+naming the variable; secret values never appear in that message.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tracker.errors import ConfigurationError
+
+ENV_PREFIX = "TRACKER_"
+SECRET_FIELDS = ("kimisms_client_secret", "callback_secrets")
+
+
+@dataclass(frozen=True)
+class CallbackKey:
+    """One key that signs (the first) or verifies callback URLs."""
+
+    key_id: str
+    secret: bytes
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for localhost and any address in 127.0.0.0/8 or ::1."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_https_unless_loopback(url: str, what: str = "the URL") -> str:
+    """Refuse plain http except to loopback (the sandbox and tests)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{what} must be an http(s) URL")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"{what} must use https (plain http is allowed only on loopback)")
+    return url.rstrip("/")
+
+
+def async_database_url(url: str) -> str:
+    """Accept plain ``sqlite://`` / ``postgresql://`` URLs and pick the async driver."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("not a database URL (expected sqlite:///PATH or postgresql://...)")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if base in {"postgresql", "postgres"}:
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(f"unsupported database {base!r}: use sqlite:// or postgresql://")
+
+
+@functools.lru_cache(maxsize=16)  # parsed once per process, not per callback
+def parse_callback_keys(raw: str) -> tuple[CallbackKey, ...]:
+    """``key_id:secret`` items, or bare secrets whose key id is derived from them."""
+    keys: list[CallbackKey] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        key_id, sep, secret = item.partition(":")
+        if not sep:
+            secret = item
+            key_id = hashlib.sha256(item.encode()).hexdigest()[:8]
+        if not key_id.isalnum() or len(key_id) > 16:  # noqa: PLR2004 - the id rides in URLs
+            raise ValueError("each key id must be 1-16 letters or digits")
+        if len(secret) < 16:  # noqa: PLR2004 - 128 bits of a random string, at least
+            raise ValueError("each callback secret must be at least 16 characters")
+        keys.append(CallbackKey(key_id=key_id, secret=secret.encode()))
+    if len({k.key_id for k in keys}) != len(keys):
+        raise ValueError("key ids must be unique")
+    return tuple(keys)
+
+
+class Settings(BaseSettings):
+    """The service's configuration. Field ``x`` is read from ``TRACKER_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+    )
+
+    data_dir: Path = Path("var")
+    database_url: str = Field(default="", repr=False)  # may hold a password
+    kimisms_base_url: str = "https://app.kimisms.com"
+    kimisms_client_id: str = ""
+    kimisms_client_secret: SecretStr = SecretStr("")
+    public_url: str = "http://127.0.0.1:8000"
+    callback_secrets: SecretStr = SecretStr("")
+    sender_names: Annotated[tuple[str, ...], NoDecode] = ("KIMISMS",)
+    rate_limit_per_minute: int = Field(default=60, ge=1, le=100_000)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_size: int = Field(default=10_000, ge=1)
+    max_segments: int = Field(default=10, ge=1, le=255)
+    max_metadata_bytes: int = Field(default=4096, ge=2)
+    default_validity_seconds: int | None = Field(default=None, ge=1)
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+
+    max_attempts: int = Field(default=12, ge=1)
+    retry_base_seconds: float = Field(default=2.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    lease_seconds: int = Field(default=60, ge=5)
+    # The provider caches Idempotency-Keys for 24 h; a retry after that could
+    # send the message twice, so retries stop well before.
+    give_up_after_seconds: int = Field(default=23 * 3600, ge=60, le=23 * 3600)
+    provider_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    provider_read_timeout_seconds: float = Field(default=15.0, gt=0)
+    rate_limit_pause_seconds: float = Field(default=60.0, gt=0)
+
+    dlr_overdue_seconds: int = Field(default=86_400, ge=60)
+    callback_db_deadline_seconds: float = Field(default=1.5, gt=0, lt=5)
+    callback_max_body_bytes: int = Field(default=16 * 1024, ge=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def read_secret_files(cls, data: Any) -> Any:
+        """``TRACKER_X_FILE`` names a file holding the value of secret ``TRACKER_X``."""
+        if not isinstance(data, dict):
+            return data
+        for field in SECRET_FIELDS:
+            path = os.environ.get(f"{ENV_PREFIX}{field.upper()}_FILE")
+            if path and not data.get(field):
+                try:
+                    data[field] = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ValueError(f"cannot read {field.upper()}_FILE: {exc.strerror}") from exc
+        return data
+
+    @field_validator("sender_names", mode="before")
+    @classmethod
+    def split_sender_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(name.strip() for name in value.split(",") if name.strip())
+        if not value:
+            raise ValueError("at least one sender name is required")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def check_database_url(cls, value: str) -> str:
+        if value:
+            async_database_url(value)
+        return value
+
+    @field_validator("kimisms_base_url")
+    @classmethod
+    def check_provider_url(cls, value: str) -> str:
+        return require_https_unless_loopback(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def check_public_url(cls, value: str) -> str:
+        return require_https_unless_loopback(value)
+
+    @field_validator("callback_secrets")
+    @classmethod
+    def check_callback_secrets(cls, value: SecretStr) -> SecretStr:
+        parse_callback_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def require_secrets_off_loopback(self) -> Settings:
+        """A public deployment must sign callback URLs with a key that survives restarts."""
+        if not self.callback_secrets.get_secret_value() and not is_loopback_host(
+            urlsplit(self.public_url).hostname
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}CALLBACK_SECRETS is required "
+                f"when {ENV_PREFIX}PUBLIC_URL is not loopback"
+            )
+        return self
+
+    @property
+    def async_database_url(self) -> str:
+        url = self.database_url or f"sqlite:///{self.data_dir / 'tracker.db'}"
+        return async_database_url(url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+    @property
+    def spool_path(self) -> Path:
+        return self.data_dir / "callback-spool.jsonl"
+
+    @property
+    def default_sender(self) -> str:
+        return self.sender_names[0]
+
+    def callback_keys(self) -> tuple[CallbackKey, ...]:
+        """The configured keys; on loopback without any, a fixed development key."""
+        keys = parse_callback_keys(self.callback_secrets.get_secret_value())
+        return keys or (CallbackKey(key_id="dev", secret=b"development-only-callback-key"),)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment and validate; a bad value raises ConfigurationError."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigurationError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per bad variable, without echoing values (they may be secrets)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(message if not field else f"{name}: {message}")
+    return "invalid configuration: " + "; ".join(lines)

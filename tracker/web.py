@@ -1,0 +1,113 @@
+"""HTTP plumbing shared by every route: bounded JSON bodies and error answers.
+
+Error shapes follow DESIGN.md: 400 ``{"errors": {field: [messages]}}``, every
+other error ``{"detail": "..."}``. A caller's mistake is never a 500, and no
+traceback ever reaches a caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tracker import errors, logs
+
+log = logs.get_logger(__name__)
+
+
+class PayloadTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """A JSON object body, or a 400 that says what is wrong with it."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        raise errors.ValidationFailed({"body": ["a JSON object is required"]})
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise errors.ValidationFailed({"body": ["invalid JSON: nested too deeply"]}) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
+        raise errors.ValidationFailed({"body": [f"invalid JSON: {exc}"]}) from None
+    if not isinstance(data, dict):
+        raise errors.ValidationFailed({"body": ["a JSON object is required"]})
+    return data
+
+
+def _refuse_constant(name: str) -> None:
+    """Python's json reads NaN and Infinity; JSON (RFC 8259) has neither."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def error_response(
+    status_code: int, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def validation_response(field_errors: Mapping[str, Sequence[str]]) -> JSONResponse:
+    return JSONResponse({"errors": {k: list(v) for k, v in field_errors.items()}}, status_code=400)
+
+
+async def on_http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only
+    if exc.status_code in {204, 304}:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+
+async def on_validation_failed(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ValidationFailed)  # noqa: S101
+    return validation_response(exc.errors)
+
+
+async def on_not_found(_request: Request, exc: Exception) -> Response:
+    return error_response(404, str(exc) or "not found")
+
+
+async def on_conflict(_request: Request, exc: Exception) -> Response:
+    return error_response(409, str(exc))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """The last resort: log the traceback server-side, tell the caller nothing of it."""
+    log.error("unhandled_exception", path_template=route_template(request), exc_info=exc)
+    return error_response(500, "internal error")
+
+
+def route_template(request: Request) -> str | None:
+    """The matched route's template (``/v1/messages/{id}``), never the raw path."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    HTTPException: on_http_exception,
+    errors.ValidationFailed: on_validation_failed,
+    errors.NotFound: on_not_found,
+    errors.Conflict: on_conflict,
+    Exception: on_unexpected,
+}
