@@ -150,10 +150,8 @@ def _log_queued(rows: Sequence[dict[str, Any]], client: str) -> None:
 
 
 def _message_id(request: Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.path_params["id"])
-    except ValueError:
-        raise errors.NotFound("message not found") from None
+    message_id: uuid.UUID = request.path_params["id"]  # the route's uuid converter
+    return message_id
 
 
 def _only_own(principal: auth.Principal) -> str | None:
@@ -181,6 +179,7 @@ def _replayed(answer: idempotency.Answer) -> Response:
 routes = [
     Route(SEND_ROUTE, send_message, methods=["POST"]),
     Route(BATCH_ROUTE, send_batch, methods=["POST"]),
-    Route("/v1/messages/{id}", get_message, methods=["GET"]),
-    Route("/v1/messages/{id}/cancel", cancel_message, methods=["POST"]),
+    # Only ids match, so /v1/messages/batch with the wrong method is a 405, not a 404.
+    Route("/v1/messages/{id:uuid}", get_message, methods=["GET"]),
+    Route("/v1/messages/{id:uuid}/cancel", cancel_message, methods=["POST"]),
 ]

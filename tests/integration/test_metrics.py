@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SettingsFactory, running
 from tests.factories import add_message
-from tests.scripted_provider import SETTINGS_FOR_SCRIPTS, ScriptedProvider, dispatch_until, settled
+from tests.provider_loop import dispatching, loop, sandbox_config, settled, wait_for
 from tracker import db, messages, models, ops
 from tracker.app import create_app
 
@@ -101,16 +101,16 @@ async def test_database_gauges_follow_the_messages_at_scrape_time(
 async def test_sends_429s_latency_and_token_refreshes_move_with_the_dispatcher(
     make_settings: SettingsFactory, database_url: str, database: db.Database
 ) -> None:
-    """A 429 then an acceptance: counted by outcome, the 429 counted, every call timed."""
-    settings = make_settings(database_url=database_url, **SETTINGS_FOR_SCRIPTS)
-    message_id = await add_message(database, status=Status.QUEUED)
+    """The sandbox's 429, then acceptance: counted by outcome, the 429 counted, calls timed."""
+    message_id = await add_message(database, status=Status.QUEUED, contact="254700000505")
     names = ("accepted", "rate_limited")
     before_sends = [value("tracker_sends_total", outcome=outcome) for outcome in names]
     before_429 = value("tracker_provider_rate_limited_total")
     before_tokens = value("tracker_provider_token_refreshes_total")
     before_calls = value("tracker_provider_request_seconds_count", path="/api/send-sms")
-    provider = ScriptedProvider({message_id: [429, 200]})
-    await dispatch_until(settings, database, provider, [message_id], settled)
+    with loop(make_settings, database_url, sandbox_config(burst_length=1)) as (settings, _):
+        async with dispatching(settings, database):
+            await wait_for(database, [message_id], settled)
     after_sends = [value("tracker_sends_total", outcome=outcome) for outcome in names]
     assert [a - b for a, b in zip(after_sends, before_sends, strict=True)] == [1, 1]
     assert value("tracker_provider_rate_limited_total") - before_429 == 1

@@ -12,13 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import SettingsFactory, running
-from tests.scripted_provider import (
-    SETTINGS_FOR_SCRIPTS,
-    TIMEOUT,
-    ScriptedProvider,
-    dispatch_until,
-    settled,
-)
+from tests.provider_loop import dispatching, loop, sandbox_config, settled, wait_for
 from tracker import db, messages, models, queries
 from tracker.app import create_app
 
@@ -349,17 +343,20 @@ async def test_stats_for_everyone_and_for_one_client_need_admin_to_widen(
 async def test_provider_429s_and_errors_come_from_what_the_dispatcher_recorded(
     make_settings: SettingsFactory, database_url: str, database: db.Database, keys: Keys
 ) -> None:
-    """The real dispatcher's retries: one 429, then 5xx/timeouts, counted apart."""
-    settings = make_settings(database_url=database_url, **SETTINGS_FOR_SCRIPTS)
-    lucky = await add(database, ago=1)
-    unlucky = await add(database, ago=1)
-    refused = await add(database, ago=1)
-    provider = ScriptedProvider(
-        {lucky: [429, 503, TIMEOUT, 200], unlucky: [503, 502, 500], refused: [400]}
-    )
-    rows = await dispatch_until(settings, database, provider, [lucky, unlucky, refused], settled)
-    assert [r.status for r in rows] == [Status.PENDING, Status.FAILED, Status.REJECTED]
-    async with running(create_app(settings)) as http:
-        stats = (await http.get("/v1/stats", headers=keys["app"])).json()
-    # lucky: 1 429 + 2 failed calls; unlucky: 2 retried + 1 that gave up; a 400 is no error
-    assert stats["provider"] == {"rate_limited": 1, "errors": 5}
+    """The real dispatcher against the sandbox: one 429, then 5xx/timeouts, counted apart."""
+    lucky = await add(database, ago=1, contact="254700000505")  # one 429, then accepted
+    hung = await add(database, ago=1, contact="254700000504")  # answer lost once, then replayed
+    unlucky = await add(database, ago=1, contact="254700000503")  # 500 on every attempt
+    refused = await add(database, ago=1, sender_name="NOPE")  # 400: not the sandbox's sender
+    ids = [lucky, hung, unlucky, refused]
+    config = sandbox_config(burst_length=1)
+    with loop(make_settings, database_url, config, max_attempts=3) as (settings, _):
+        async with dispatching(settings, database):
+            rows = await wait_for(database, ids, settled)
+        accepted = {Status.PENDING, Status.DELIVERED}  # the report may already be in
+        assert [r.status in accepted for r in rows[:2]] == [True, True]
+        assert [r.status for r in rows[2:]] == [Status.FAILED, Status.REJECTED]
+        async with running(create_app(settings)) as http:
+            stats = (await http.get("/v1/stats", headers=keys["app"])).json()
+    # hung: 1 timeout; unlucky: 2 retried + 1 that gave up; a 400 is no error
+    assert stats["provider"] == {"rate_limited": 1, "errors": 4}

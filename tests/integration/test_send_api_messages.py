@@ -105,8 +105,21 @@ async def test_an_unknown_or_malformed_id_is_404(
     client: httpx.AsyncClient, headers: Headers, raw: str
 ) -> None:
     """Anything that is not one of the caller's message ids is simply not found."""
-    assert (await client.get(f"/v1/messages/{raw}", headers=headers)).status_code == 404
-    assert (await client.post(f"/v1/messages/{raw}/cancel", headers=headers)).status_code == 404
+    for response in (
+        await client.get(f"/v1/messages/{raw}", headers=headers),
+        await client.post(f"/v1/messages/{raw}/cancel", headers=headers),
+    ):
+        assert response.status_code == 404
+        assert "not found" in response.json()["detail"].lower()
+
+
+async def test_a_wrong_method_on_the_batch_route_is_405_not_a_missing_message(
+    client: httpx.AsyncClient, headers: Headers
+) -> None:
+    """/v1/messages/batch is not an id: GET on it is a method error."""
+    response = await client.get("/v1/messages/batch", headers=headers)
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
 
 
 async def test_reading_needs_the_read_scope(
