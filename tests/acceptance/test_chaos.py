@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from tests.conftest import SettingsFactory
-from tests.integration.test_dispatcher import CLIENT_ID, CLIENT_SECRET, dispatching
 from tests.processes import free_port
+from tests.provider_loop import CLIENT_ID, CLIENT_SECRET, dispatching
 from tracker import db, messages, models
 from tracker.app import create_app
 from tracker.sandbox import SandboxConfig
