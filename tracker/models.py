@@ -10,7 +10,6 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import uuid6
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -26,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tracker import ids
 from tracker.db import UTCDateTime, utcnow
 
 # Stable constraint names, so migrations can refer to them on every database.
@@ -42,9 +42,8 @@ AutoId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def new_id() -> uuid.UUID:
-    """A time-ordered UUID (version 7)."""
-    value: uuid.UUID = uuid6.uuid7()
-    return uuid.UUID(bytes=value.bytes)
+    """A time-ordered UUID (version 7): inserts land at the end of the index."""
+    return ids.uuid7()
 
 
 class Base(DeclarativeBase):

@@ -26,10 +26,22 @@ DATETIME_EXAMPLE = "2026-01-01T09:00:00+03:00"
 
 
 def _date_time_text(value: Any) -> Any:
-    """Date-times arrive as ISO 8601 strings; a bare number is ambiguous, so refused."""
-    if isinstance(value, str | dt.datetime):
+    """Date-times arrive as ISO 8601 strings; a number is ambiguous, so refused.
+
+    Pydantic would read ``"1767254400"`` as Unix seconds (or milliseconds,
+    depending on its size): a number in quotes is refused like a bare one.
+    """
+    if isinstance(value, dt.datetime) or (isinstance(value, str) and not _is_number(value)):
         return value
     raise PydanticCustomError("date_time_type", "must be an ISO 8601 date-time string")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # Lax only to parse the string; the BeforeValidator keeps numbers out.

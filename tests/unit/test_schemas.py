@@ -48,6 +48,13 @@ def test_times_are_parsed_aware() -> None:
     assert request.send_at == dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC)
 
 
+@pytest.mark.parametrize("when", [1767254400, "1767254400", "1767254400000", " 1.5e9 ", "nan"])
+def test_a_time_given_as_a_number_is_refused_even_in_quotes(when: Any) -> None:
+    """Unix seconds or milliseconds are a guess pydantic would make; we refuse to guess."""
+    expected = {"send_at": ["must be an ISO 8601 date-time string"]}
+    assert problems({"to": "1", "message": "x", "send_at": when}) == expected
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
