@@ -30,6 +30,7 @@ MAX_BATCH = 256
 BREAKER_SECONDS = 2.0  # after a database failure, spool directly for this long
 ACK_BUDGET_SECONDS = 3.5  # a request never waits longer than this for the writer
 REPLAY_INTERVAL_SECONDS = 5.0
+REPLAY_PROBE_SECONDS = 5.0  # the database answers a trivial query within this
 Spooled = Literal["spooled"]
 SPOOLED: Spooled = "spooled"
 Result = reports.Outcome | Spooled
@@ -110,12 +111,11 @@ class Ingester:
                     pending.future.set_result(outcome)
 
     async def _apply(self, batch: list[_Pending]) -> list[reports.Outcome]:
+        receipts = [p.receipt for p in batch]
         async with asyncio.timeout(self.deadline_seconds), self.database.write() as session:
-            if not self.database.is_sqlite:
-                ms = int(self.deadline_seconds * 1000)
-                await session.execute(text(f"SET LOCAL statement_timeout = {ms}"))
-                await session.execute(text(f"SET LOCAL lock_timeout = {ms}"))
-            return await reports.apply_receipts(session, [p.receipt for p in batch])
+            return await reports.apply_receipts(
+                session, receipts, deadline_seconds=self.deadline_seconds
+            )
 
     async def _spool_and_resolve(self, batch: list[_Pending]) -> None:
         try:
@@ -143,18 +143,75 @@ class Ingester:
 
 
 async def replay(database: db.Database, spool: Spool, batch_size: int = MAX_BATCH) -> int:
-    """Apply every spooled receipt; returns how many were read. Idempotent."""
+    """Apply every spooled receipt; returns how many were read. Idempotent.
+
+    Raises (leaving the spool for the next attempt) while the database fails;
+    a receipt that fails on its own is quarantined instead of blocking the rest.
+    """
     total = 0
     for path in await asyncio.to_thread(spool.claim):
         receipts = Spool.read(path)
         for start in range(0, len(receipts), batch_size):
-            async with database.write() as session:
-                await reports.apply_receipts(session, receipts[start : start + batch_size])
+            await _replay_batch(database, spool, receipts[start : start + batch_size])
         path.unlink()
         total += len(receipts)
         log.info("callback_spool_replayed", file=path.name, receipts=len(receipts))
     metrics.SPOOL_BACKLOG.set(await asyncio.to_thread(spool.backlog))
     return total
+
+
+async def _replay_batch(database: db.Database, spool: Spool, batch: list[reports.Receipt]) -> None:
+    try:
+        await _apply_in_own_transaction(database, batch)
+    except Exception as error:
+        if reports.failure_is_systemic(error):
+            raise
+    else:
+        return
+    # Something in the batch is refused: apply one at a time to find what.
+    for receipt in batch:
+        try:
+            await _apply_in_own_transaction(database, [receipt])
+        except Exception as error:
+            if reports.failure_is_systemic(error):
+                raise
+            await _check_reachable(database, error)
+            await _quarantine(spool, receipt, error)
+
+
+async def _apply_in_own_transaction(database: db.Database, batch: list[reports.Receipt]) -> None:
+    async with database.write() as session:
+        await reports.apply_receipts(session, batch)
+
+
+async def _check_reachable(database: db.Database, error: Exception) -> None:
+    """Quarantine only what the database refuses while it works: if it fails a
+    trivial query too, the whole replay waits for it instead."""
+    try:
+        async with asyncio.timeout(REPLAY_PROBE_SECONDS), database.read() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as probe_error:
+        raise error from probe_error
+
+
+def _reason(error: Exception) -> str:
+    """The driver's own first line, never SQLAlchemy's message (which quotes the
+    statement's parameters: bodies and phone numbers)."""
+    cause = getattr(error, "orig", None) or error
+    first_line = next(iter(str(cause).splitlines()), "")
+    return f"{type(cause).__name__}: {first_line}"[:300]
+
+
+async def _quarantine(spool: Spool, receipt: reports.Receipt, error: Exception) -> None:
+    reason = _reason(error)
+    await asyncio.to_thread(spool.quarantine, receipt, reason)
+    metrics.CALLBACKS.labels(outcome="quarantined").inc()
+    log.error(
+        "callback_quarantined",
+        message_id=str(receipt.message_id),
+        reason=reason,
+        file=spool.quarantine_path.name,
+    )
 
 
 async def receive(request: Request) -> Response:

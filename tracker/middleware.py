@@ -13,7 +13,7 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracker import logs
+from tracker import logs, web
 
 log = logs.get_logger("tracker.http")
 REQUEST_ID_HEADER = "x-request-id"
@@ -68,7 +68,7 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _log(scope: Scope, status_code: int, started: float) -> None:
-        route = getattr(scope.get("route"), "path", None)
+        route = web.route_template(scope)
         if route in SELF_LOGGING_ROUTES or (route in QUIET_ROUTES and status_code < 400):  # noqa: PLR2004
             return
         state = scope.get("state") or {}

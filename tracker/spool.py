@@ -3,7 +3,15 @@
 Appends are fsynced before the callback is answered, so an acknowledged report
 survives a crash. The replayer renames the spool before reading it (appends go
 on into a fresh file), applies it idempotently (receipts are deduplicated), and
-deletes it only after every receipt in it was committed.
+deletes it only after every receipt in it was committed or quarantined.
+
+A receipt the database refuses on its own (while it accepts the others) would
+block every replay after it, so it is set aside in ``<spool>.quarantine``
+(fsynced, with the reason) instead of being dropped: an acknowledged report is
+never lost. Its lines have the spool's format, so once the cause is fixed an
+operator replays them by renaming the file to ``<spool>.<n>.replaying`` (a
+replay retried after an outage may have set a receipt aside twice: harmless,
+receipts are deduplicated).
 """
 
 from __future__ import annotations
@@ -14,24 +22,34 @@ import threading
 import time
 from pathlib import Path
 
-from tracker import logs
+from tracker import db, logs
 from tracker.reports import Receipt
 
 log = logs.get_logger(__name__)
 CLAIMED_SUFFIX = ".replaying"
+QUARANTINE_SUFFIX = ".quarantine"
 
 
 class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.quarantine_path = path.with_name(path.name + QUARANTINE_SUFFIX)
         self._lock = threading.Lock()  # appends and claims come from worker threads
 
     def append(self, receipts: list[Receipt]) -> None:
         """Write and fsync (blocking: call it from a thread)."""
-        data = "".join(json.dumps(r.to_json(), separators=(",", ":")) + "\n" for r in receipts)
+        self._append_lines(self.path, [r.to_json() for r in receipts])
+
+    def quarantine(self, receipt: Receipt, reason: str) -> None:
+        """Set aside a receipt that cannot be applied (fsynced; blocking)."""
+        line = {**receipt.to_json(), "quarantined_at": db.utcnow().isoformat(), "reason": reason}
+        self._append_lines(self.quarantine_path, [line])
+
+    def _append_lines(self, path: Path, lines: list[dict[str, object]]) -> None:
+        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, data.encode())
                 os.fsync(fd)
@@ -70,3 +88,11 @@ class Spool:
             except FileNotFoundError:
                 continue
         return total
+
+    def quarantined(self) -> int:
+        """How many receipts were set aside (for operators and tests)."""
+        try:
+            with self.quarantine_path.open("rb") as handle:
+                return sum(1 for _ in handle)
+        except FileNotFoundError:
+            return 0

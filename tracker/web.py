@@ -8,6 +8,7 @@ traceback ever reaches a caller.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -93,15 +94,22 @@ async def on_conflict(_request: Request, exc: Exception) -> Response:
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     """The last resort: log the traceback server-side, tell the caller nothing of it."""
-    log.error("unhandled_exception", path_template=route_template(request), exc_info=exc)
+    log.error("unhandled_exception", path_template=route_template(request.scope), exc_info=exc)
     return error_response(500, "internal error")
 
 
-def route_template(request: Request) -> str | None:
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
+def template(path: str) -> str:
+    """A route path as logs, metrics and OpenAPI spell it: ``{id:uuid}`` -> ``{id}``."""
+    return _CONVERTER.sub(r"{\1}", path)
+
+
+def route_template(scope: Mapping[str, Any]) -> str | None:
     """The matched route's template (``/v1/messages/{id}``), never the raw path."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else None
+    path = getattr(scope.get("route"), "path", None)
+    return template(path) if isinstance(path, str) else None
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
