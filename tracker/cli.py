@@ -13,6 +13,7 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import exc as sa_exc
 
 import tracker
 from tracker import auth, db, errors, logs, migrate, opscli
@@ -243,3 +244,20 @@ def main() -> None:
     except (errors.TrackerError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except sa_exc.SQLAlchemyError as exc:
+        typer.echo(f"error: {_database_problem(exc)}", err=True)
+        sys.exit(2)
+
+
+def _database_problem(exc: sa_exc.SQLAlchemyError) -> str:
+    """The driver's own first line, and what to do about the common cases."""
+    cause = getattr(exc, "orig", None) or exc
+    first_line = next(iter(str(cause).splitlines()), type(cause).__name__)
+    hint = ""
+    if first_line.startswith("database ") and "does not exist" in first_line:
+        hint = " (create it, or check TRACKER_DATABASE_URL)"
+    elif "no such table" in first_line or "does not exist" in first_line:
+        hint = " (is the schema migrated? run `tracker db upgrade`; check TRACKER_DATABASE_URL)"
+    elif isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        hint = " (is the database reachable? check TRACKER_DATABASE_URL)"
+    return f"database: {first_line}{hint}"

@@ -81,7 +81,12 @@ def _sqlite_on_begin(conn: Any) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine with the SQLite pragmas applied to every connection."""
+    """An async engine with the SQLite pragmas applied to every connection.
+
+    Statement parameters (message bodies, phone numbers) are kept out of
+    SQLAlchemy's error messages, which end up in logs.
+    """
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         _ensure_sqlite_directory(url)
         engine = create_async_engine(url, **kwargs)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import random
 import time
+from collections.abc import Awaitable
 
 import httpx
 
@@ -46,8 +48,9 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._in_flight: dict[asyncio.Task[None], outbox.Claimed] = {}
+        self._in_flight: dict[asyncio.Task[None], _Send] = {}
         self._keys = settings.callback_keys()
+        self._give_up_after = dt.timedelta(seconds=settings.give_up_after_seconds)
 
     async def run(self) -> None:
         """Wait for leadership, then dispatch until ``stop()``; then drain in-flight sends."""
@@ -86,10 +89,10 @@ class Dispatcher:
         await self._slots.acquire()
         try:
             claimed = None
-            if await self._any_due():
-                # Take the pacer's turn before claiming, so the claim's round trip
-                # does not stretch every interval.
-                await self.client.pacer.acquire()
+            # Wait for a free turn before claiming (a claimed row should not sit
+            # on its lease), but take the turn only just before the POST, so the
+            # pacer counts calls at the moment they leave, not before a slow claim.
+            if await self._unless_stopped(self.client.pacer.wait_ready()) and await self._any_due():
                 claimed = await self._claim()
         except BaseException:
             self._slots.release()
@@ -98,13 +101,32 @@ class Dispatcher:
             self._slots.release()
             await self._idle(IDLE_POLL_SECONDS)
             return
-        task = asyncio.create_task(self._send(claimed), name=f"send-{claimed.id}")
-        self._in_flight[task] = claimed
+        send = _Send(claimed)
+        task = asyncio.create_task(self._send(send), name=f"send-{claimed.id}")
+        self._in_flight[task] = send
         task.add_done_callback(self._sent)
+        # One claim waits for its turn at a time: claims stay in priority order
+        # and none holds a lease while a queue of others is paced ahead of it.
+        await self._unless_stopped(send.turn_taken.wait())
+
+    async def _unless_stopped(self, awaitable: Awaitable[object]) -> bool:
+        """Await it unless ``stop()`` comes first; whether it finished."""
+        if self.stopping.is_set():
+            return False
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for future in (work, stop):
+            future.cancel()
+        return work.done() and not work.cancelled()
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
         self._slots.release()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Recording the outcome failed (the database, most likely): the lease
+            # expires and the retry reuses the key, so nothing is lost or doubled.
+            log.error("message_outcome_unrecorded", error=type(exc).__name__)
 
     async def _idle(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -112,24 +134,32 @@ class Dispatcher:
 
     async def _any_due(self) -> bool:
         async with self.database.read() as session:
-            return await outbox.any_due(session, db.utcnow())
+            return await outbox.any_due(session, db.utcnow(), self._give_up_after)
 
     async def _claim(self) -> outbox.Claimed | None:
         now = db.utcnow()
         lease = dt.timedelta(seconds=self.settings.lease_seconds)
+        # Our own sends in flight are never claimed again, even past their lease.
+        mine = [send.claimed.id for send in self._in_flight.values()]
         async with self.database.write() as session:
-            claimed = await outbox.claim_due(session, now=now, lease=lease, limit=1)
+            claimed = await outbox.claim_due(
+                session, now=now, lease=lease, give_up_after=self._give_up_after, exclude=mine
+            )
         return claimed[0] if claimed else None
 
     async def _expire(self) -> None:
-        give_up = dt.timedelta(seconds=self.settings.give_up_after_seconds)
         try:
             async with self.database.write() as session:
-                await outbox.expire_overdue(session, db.utcnow(), give_up)
+                await outbox.expire_overdue(session, db.utcnow(), self._give_up_after)
         except Exception as exc:  # retried at the next sweep
             log.warning("dispatcher_sweep_failed", error=type(exc).__name__)
 
-    async def _send(self, claimed: outbox.Claimed) -> None:
+    async def _send(self, send: _Send) -> None:
+        claimed = send.claimed
+        try:
+            await self.client.pacer.acquire()
+        finally:
+            send.turn_taken.set()
         started = time.perf_counter()
         url = capability.callback_url(self.settings.public_url, self._keys, claimed.id)
         outcome, provider_message_id = "accepted", None
@@ -140,7 +170,7 @@ class Dispatcher:
                 contact=claimed.contact,
                 message=claimed.body,
                 callback_url=url,
-                turn_taken=True,
+                turn_taken=True,  # taken above
             )
             provider_message_id = accepted.provider_message_id
             async with self.database.write() as session:
@@ -149,6 +179,9 @@ class Dispatcher:
                 )
         except errors.ProviderError as exc:
             outcome = await self._handle_failure(claimed, exc)
+        except BaseException:
+            outcome = "unrecorded"
+            raise
         finally:
             metrics.SENDS.labels(outcome=outcome).inc()
             log.info(
@@ -221,17 +254,34 @@ class Dispatcher:
         return self.rng.uniform(0, ceiling)
 
     async def _drain(self) -> None:
-        """Let in-flight sends finish and be recorded; release what cannot finish."""
+        """Let in-flight sends finish and be recorded; release what cannot finish.
+
+        A send still waiting for its pacer turn has not called the provider: it
+        is cancelled at once rather than held through a pause.
+        """
         if not self._in_flight:
             return
-        claims = dict(self._in_flight)
+        sends = dict(self._in_flight)
+        for task, send in sends.items():
+            if not send.turn_taken.is_set():
+                task.cancel()
         timeout = self.settings.provider_read_timeout_seconds + 5
-        _done, pending = await asyncio.wait(list(claims), timeout=timeout)
+        _done, pending = await asyncio.wait(list(sends), timeout=timeout)
         for task in pending:
             task.cancel()
-        if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+        unfinished = [send.claimed.id for task, send in sends.items() if task.cancelled()]
+        if unfinished:
             async with self.database.write() as session:
-                await outbox.release(session, [claims[t].id for t in pending], db.utcnow())
+                await outbox.release(session, unfinished, db.utcnow())
+
+
+@dataclasses.dataclass
+class _Send:
+    """A claimed message on its way to the provider."""
+
+    claimed: outbox.Claimed
+    turn_taken: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 def create(settings: Settings, database: db.Database, http: httpx.AsyncClient) -> Dispatcher:
@@ -242,5 +292,6 @@ def create(settings: Settings, database: db.Database, http: httpx.AsyncClient) -
         client_id=settings.kimisms_client_id,
         client_secret=settings.kimisms_client_secret.get_secret_value(),
         pacer=Pacer(settings.rate_limit_per_minute),
+        rate_limit_pause_seconds=settings.rate_limit_pause_seconds,
     )
     return Dispatcher(settings, database, client)

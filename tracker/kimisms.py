@@ -128,8 +128,10 @@ class KimismsClient:
         client_id: str,
         client_secret: str,
         pacer: Pacer,
+        rate_limit_pause_seconds: float = 60.0,
     ) -> None:
         self._http = http
+        self._rate_limit_pause_seconds = rate_limit_pause_seconds  # a 429 without Retry-After
         self._database = database
         self._client_id = client_id
         self._client_secret = client_secret
@@ -207,7 +209,7 @@ class KimismsClient:
             )
         if response.status_code == 429:  # noqa: PLR2004 - everyone waits, not just this call
             metrics.PROVIDER_RATE_LIMITED.inc()
-            self.pacer.pause(retry_after_seconds(response) or 0)
+            self.pacer.pause(retry_after_seconds(response) or self._rate_limit_pause_seconds)
         return response
 
     @staticmethod

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, insert, or_, select, update
+from sqlalchemy import case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import messages, models
@@ -38,29 +38,44 @@ class Claimed:
     first_attempt_at: dt.datetime
 
 
-def _due(now: dt.datetime) -> Any:
+def _due(now: dt.datetime, give_up_after: dt.timedelta) -> Any:
+    """Due, valid, and (once first sent) still inside the provider's key window:
+    a retry after the window could send the message a second time."""
     m = models.Message
     return (
         m.status.in_(DUE_STATUSES)
         & (m.next_attempt_at <= now)
         & or_(m.expires_at.is_(None), m.expires_at > now)
+        & or_(m.submitted_at.is_(None), m.submitted_at > now - give_up_after)
     )
 
 
-async def any_due(session: AsyncSession, now: dt.datetime) -> bool:
+async def any_due(session: AsyncSession, now: dt.datetime, give_up_after: dt.timedelta) -> bool:
     """A cheap read before taking the write lock to claim."""
-    return bool(await session.scalar(select(exists().where(_due(now)))))
+    return bool(await session.scalar(select(exists().where(_due(now, give_up_after)))))
 
 
 async def claim_due(
-    session: AsyncSession, *, now: dt.datetime, lease: dt.timedelta, limit: int = 1
+    session: AsyncSession,
+    *,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    give_up_after: dt.timedelta,
+    limit: int = 1,
+    exclude: Sequence[uuid.UUID] = (),
 ) -> list[Claimed]:
-    """Claim the most urgent due messages: priority first, then oldest due time."""
+    """Claim the most urgent due messages: priority first, then oldest due time.
+
+    ``exclude``: ids the caller is still sending (never claimed twice at once).
+    """
     m = models.Message
+    due = _due(now, give_up_after)
+    if exclude:
+        due &= m.id.not_in(exclude)
     rows = (
         await session.execute(
             select(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
-            .where(_due(now))
+            .where(due)
             .order_by(m.priority, m.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -161,7 +176,8 @@ async def record_acceptance(
             provider_name=accepted.provider_name,
             accepted_at=func.coalesce(m.accepted_at, now),
             lease_until=None,
-            error=None,
+            # A report that already made it final keeps whatever it recorded.
+            error=case((m.rank <= messages.RANK[Status.PENDING], None), else_=m.error),
             updated_at=now,
         )
         .execution_options(synchronize_session=False)

@@ -271,8 +271,8 @@ def _decide(
     if contradiction:
         return Outcome.MISMATCH, f"refused: {contradiction}", None
     if report.provider_message_id and message.provider_message_id is None:
-        plan.adoptions[receipt.message_id] = report.provider_message_id
         message.provider_message_id = report.provider_message_id
+        _adopt(plan, receipt.message_id, report.provider_message_id)
     kind = messages.classify_report(report.status)
     target = messages.status_for_report(kind)
     if target is None:
@@ -292,6 +292,16 @@ def _decide(
     )
     message.status = target
     return Outcome.APPLIED, f"provider reported {report.status!r}", target
+
+
+def _adopt(plan: _Plan, message_id: uuid.UUID, provider_message_id: str) -> None:
+    """Record the provider's id on the message: in its move if the batch already
+    moves it (one UPDATE per message per statement: PostgreSQL applies only one)."""
+    move = plan.moves.get(message_id)
+    if move is None:
+        plan.adoptions[message_id] = provider_message_id
+    else:
+        plan.moves[message_id] = move._replace(provider_message_id=provider_message_id)
 
 
 def _no_move(receipt: Receipt, report: Report, kind: messages.ReportKind) -> Decision:

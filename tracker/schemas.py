@@ -14,7 +14,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 
 from tracker import errors, messages
@@ -44,8 +52,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _in_utc(value: dt.datetime) -> dt.datetime:
+    """Stored in UTC; an offset that pushes the instant past year 1..9999 is refused."""
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise PydanticCustomError("date_time_range", "is out of range once in UTC") from None
+
+
 # Lax only to parse the string; the BeforeValidator keeps numbers out.
-Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_date_time_text)]
+Timestamp = Annotated[
+    AwareDatetime, Field(strict=False), BeforeValidator(_date_time_text), AfterValidator(_in_utc)
+]
 PriorityName = Annotated[messages.Priority, Field(strict=False)]
 
 

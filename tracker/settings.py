@@ -11,6 +11,7 @@ import functools
 import hashlib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tracker.errors import ConfigurationError
 
+# Alphanumeric Sender IDs are at most 11 characters (the column holds 16).
+SENDER_NAME = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
 ENV_PREFIX = "TRACKER_"
 SECRET_FIELDS = ("kimisms_client_secret", "callback_secrets")
 
@@ -153,6 +156,12 @@ class Settings(BaseSettings):
             value = tuple(name.strip() for name in value.split(",") if name.strip())
         if not value:
             raise ValueError("at least one sender name is required")
+        for name in value:
+            if not isinstance(name, str) or not SENDER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"sender name {name!r} is not 1-11 letters, digits, spaces or . _ & -"
+                    " (an alphanumeric Sender ID)"
+                )
         return value
 
     @field_validator("database_url")
@@ -187,6 +196,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}CALLBACK_SECRETS is required "
                 f"when {ENV_PREFIX}PUBLIC_URL is not loopback"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def require_lease_longer_than_a_send(self) -> Settings:
+        """A lease that ran out mid-send would let a failover dispatcher send the same
+        message alongside it: it must outlast a send and its retry after a token refresh."""
+        one_call = self.provider_connect_timeout_seconds + self.provider_read_timeout_seconds
+        if self.lease_seconds < 2 * one_call:
+            raise ValueError(
+                f"{ENV_PREFIX}LEASE_SECONDS ({self.lease_seconds}) must be at least twice "
+                f"{ENV_PREFIX}PROVIDER_CONNECT_TIMEOUT_SECONDS + "
+                f"{ENV_PREFIX}PROVIDER_READ_TIMEOUT_SECONDS ({2 * one_call:g})"
             )
         return self
 

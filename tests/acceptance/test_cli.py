@@ -73,6 +73,17 @@ def test_mistakes_are_one_line_not_a_traceback(env: dict[str, str]) -> None:
     assert "unknown scope 'root'" in bad_scope.stderr
 
 
+def test_an_unmigrated_database_is_one_line_naming_the_fix(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`keys list` on an empty database says to run `tracker db upgrade`, no traceback."""
+    empty = {**env, "TRACKER_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = run_tracker("keys", "list", env=empty)
+    assert result.returncode == 2
+    assert "tracker db upgrade" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_serve_answers_readyz_with_a_key_working_end_to_end(env: dict[str, str]) -> None:
     """`tracker serve` on a migrated database is ready and honours API keys."""
     assert run_tracker("db", "upgrade", env=env).returncode == 0

@@ -50,8 +50,9 @@ def provider_and_receiver(
             "TRACKER_KIMISMS_CLIENT_SECRET": CLIENT_SECRET,
             "TRACKER_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "TRACKER_RATE_LIMIT_PER_MINUTE": "6000",
-            "TRACKER_LEASE_SECONDS": "5",
-            "TRACKER_PROVIDER_READ_TIMEOUT_SECONDS": "10",
+            "TRACKER_LEASE_SECONDS": "12",
+            "TRACKER_PROVIDER_CONNECT_TIMEOUT_SECONDS": "1",
+            "TRACKER_PROVIDER_READ_TIMEOUT_SECONDS": "5",
             "TRACKER_LOG_FORMAT": "json",
         }
         settings = make_settings(

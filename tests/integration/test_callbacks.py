@@ -168,6 +168,23 @@ async def test_a_report_that_beats_the_send_response_sets_the_provider_id(
     assert message.provider_message_id == PROVIDER_ID
 
 
+async def test_a_batch_that_moves_a_message_then_learns_its_provider_id_keeps_both(
+    database: db.Database,
+) -> None:
+    """One group commit: a final report without an id, then an interim one with it."""
+    message_id = await add_message(database, status=messages.Status.SENDING)
+    anonymous = {k: v for k, v in report().items() if k != "message_id"}
+    bodies = [json.dumps(anonymous), json.dumps(report("Pending"))]
+    async with database.write() as session:
+        outcomes = await reports.apply_receipts(
+            session, [reports.Receipt(message_id, b, "127.0.0.1", db.utcnow()) for b in bodies]
+        )
+    assert outcomes == [reports.Outcome.APPLIED, reports.Outcome.INTERIM]
+    message = await fetch_message(database, message_id)
+    assert message.status == messages.Status.DELIVERED
+    assert message.provider_message_id == PROVIDER_ID
+
+
 @pytest.mark.parametrize(
     "fields", [{"contact": "254799999999"}, {"message_id": "another-provider-id"}]
 )

@@ -274,6 +274,11 @@ async def test_the_default_validity_applies_when_none_is_given(
         ({"valid_for": 0}, {"valid_for": ["must be greater than 0"]}),
         ({"valid_for": -5}, {"valid_for": ["must be greater than 0"]}),
         ({"valid_for": 10**12}, {"valid_for": [f"must be at most {366 * 86400}"]}),
+        ({"send_at": "9999-12-31T23:59:59-05:00"}, {"send_at": ["is out of range once in UTC"]}),
+        (
+            {"expires_at": "0001-01-01T00:30:00+01:00"},
+            {"expires_at": ["is out of range once in UTC"]},
+        ),
     ],
 )
 async def test_contradictory_or_past_times_are_400(

@@ -27,6 +27,7 @@ from tracker import db, messages, outbox, schemas
 from tracker.settings import Settings
 
 LEASE = dt.timedelta(seconds=60)
+WINDOW = dt.timedelta(hours=23)
 
 
 @pytest.fixture
@@ -206,7 +207,9 @@ async def test_an_accepted_message_is_due_for_the_dispatcher(
     """The dispatcher's claim finds what the API stored (same types, same time format)."""
     message_id = await queued_id(client, headers)
     async with database.write() as session:
-        claimed = await outbox.claim_due(session, now=db.utcnow(), lease=LEASE, limit=5)
+        claimed = await outbox.claim_due(
+            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=5
+        )
     assert [str(c.id) for c in claimed] == [message_id]
     assert claimed[0].contact == "254712345678"
 
@@ -219,7 +222,9 @@ async def test_high_priority_is_claimed_before_earlier_normal_and_low(
     await queued_id(client, headers)
     urgent = await queued_id(client, headers, priority="high")
     async with database.write() as session:
-        claimed = await outbox.claim_due(session, now=db.utcnow(), lease=LEASE, limit=1)
+        claimed = await outbox.claim_due(
+            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=1
+        )
     assert [str(c.id) for c in claimed] == [urgent]
 
 
@@ -230,9 +235,15 @@ async def test_a_scheduled_message_is_not_due_before_send_at(
     send_at = later(3600)
     message_id = await queued_id(client, headers, send_at=iso(send_at))
     async with database.write() as session:
-        early = await outbox.claim_due(session, now=db.utcnow(), lease=LEASE, limit=5)
+        early = await outbox.claim_due(
+            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=5
+        )
         on_time = await outbox.claim_due(
-            session, now=send_at + dt.timedelta(seconds=1), lease=LEASE, limit=5
+            session,
+            now=send_at + dt.timedelta(seconds=1),
+            lease=LEASE,
+            give_up_after=WINDOW,
+            limit=5,
         )
     assert early == []
     assert [str(c.id) for c in on_time] == [message_id]
@@ -245,5 +256,7 @@ async def test_a_cancelled_message_is_never_claimed(
     message_id = await queued_id(client, headers)
     await client.post(f"/v1/messages/{message_id}/cancel", headers=headers)
     async with database.write() as session:
-        claimed = await outbox.claim_due(session, now=later(60), lease=LEASE, limit=5)
+        claimed = await outbox.claim_due(
+            session, now=later(60), lease=LEASE, give_up_after=WINDOW, limit=5
+        )
     assert claimed == []

@@ -114,3 +114,24 @@ def test_an_unsupported_database_is_refused() -> None:
     """Only SQLite and PostgreSQL are supported."""
     with pytest.raises(errors.ConfigurationError, match="TRACKER_DATABASE_URL"):
         Settings.load(database_url="mysql://x/y")
+
+
+@pytest.mark.parametrize("names", ["AVERYLONGSENDERNAME", "ACME,<script>"])
+def test_a_sender_name_that_is_no_sender_id_is_refused(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, names: str
+) -> None:
+    """Longer than 11 characters or odd characters: refused at start, naming the variable."""
+    monkeypatch.setenv("TRACKER_SENDER_NAMES", names)
+    with pytest.raises(errors.ConfigurationError, match="TRACKER_SENDER_NAMES"):
+        make_settings()
+
+
+def test_a_lease_shorter_than_a_send_is_refused(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease must outlast a send and its retry after a token refresh (2 x 20 s here)."""
+    monkeypatch.setenv("TRACKER_LEASE_SECONDS", "39")
+    with pytest.raises(errors.ConfigurationError, match="TRACKER_LEASE_SECONDS"):
+        make_settings()
+    monkeypatch.setenv("TRACKER_LEASE_SECONDS", "40")
+    assert make_settings().lease_seconds == 40
