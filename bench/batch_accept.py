@@ -276,6 +276,17 @@ async def measure(
     api, raw_median = statistics.median(api_times), statistics.median(raw_times)
     ratio = raw_median / api
     ok = api < API_TARGET_SECONDS and ratio >= RATIO_TARGET
+    figures.append(
+        {
+            "backend": name.lower(),
+            "size": args.size,
+            "repeat": args.repeat,
+            "api_seconds": round(api, 4),
+            "raw_seconds": round(raw_median, 4),
+            "ratio": round(ratio, 4),
+            "met": ok,
+        }
+    )
     print(
         f"{name:<10} {args.size} messages: API {api:.3f} s, raw executemany {raw_median:.3f} s, "
         f"raw/API {ratio:.2f} {'OK' if ok else 'MISSED'} "
@@ -295,12 +306,17 @@ def _list(times: list[float]) -> str:
     return ", ".join(f"{t:.3f}" for t in times)
 
 
+figures: list[dict[str, Any]] = []  # one entry per database, for --json
+
+
 async def main(args: argparse.Namespace, report: TextIO) -> int:
     logs.configure("json", "INFO")
     results = [await measure("SQLite", sqlite_databases, raw_sqlite, args, report)]
     if not args.no_postgres:
         postgres = functools.partial(postgres_databases, args.postgres_url)
         results.append(await measure("PostgreSQL", postgres, raw_postgres, args, report))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0 if all(results) else 1
 
 
@@ -320,6 +336,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--idempotency-key", action="store_true", help="send an Idempotency-Key")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args()
 
 

@@ -1,7 +1,7 @@
 """Read latency on 1,000,000 messages (PostgreSQL): the app against its own SQL.
 
     .venv/bin/python bench/query_latency.py [--postgres-url URL] [--messages 1000000]
-        [--requests 2000] [--time-limit 900]
+        [--requests 2000] [--time-limit 540] [--quick] [--json PATH]
 
 - seed: a scratch database (created, migrated, dropped at the end) gets
   ``--messages`` messages over 30 days (5 clients, 200,000 numbers, the usual mix
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -275,6 +276,29 @@ def quantiles(values: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
+def figures(all_cases: list[Case], rows: int) -> list[dict[str, Any]]:
+    """The table as data, for --json (and bench/run_all.py)."""
+    result = []
+    for case in all_cases:
+        (app50, app99), (sql50, sql99) = quantiles(case.app_ms), quantiles(case.sql_ms)
+        target = TARGETS_MS.get(case.kind)
+        result.append(
+            {
+                "name": case.name,
+                "kind": case.kind,
+                "rows": rows,
+                "requests": len(case.app_ms),
+                "p50_ms": round(app50, 2),
+                "p99_ms": round(app99, 2),
+                "baseline_p50_ms": round(sql50, 2),
+                "baseline_p99_ms": round(sql99, 2),
+                "target": "-" if target is None else f"< {target:g} ms",
+                "met": target is None or app99 < target,
+            }
+        )
+    return result
+
+
 def report(all_cases: list[Case]) -> bool:
     header = ("case", "app p50", "app p99", "sql p50", "sql p99", "app/sql", "p99 target")
     print("\n{:<52} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}".format(*header))
@@ -313,6 +337,8 @@ async def run(args: argparse.Namespace) -> bool:
         with devnull, contextlib.redirect_stdout(devnull):
             await measure_app(settings, all_cases)
         await measure_sql(url, all_cases)
+        if args.json:
+            args.json.write_text(json.dumps(figures(all_cases, args.messages), indent=2))
         return report(all_cases)
 
 
@@ -321,8 +347,12 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--time-limit", type=float, default=900, help="seconds, seeding included")
+    parser.add_argument("--time-limit", type=float, default=540, help="seconds, seeding included")
+    parser.add_argument("--quick", action="store_true", help="20,000 messages, 200 requests")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.quick:
+        args.messages, args.requests = 20_000, 200
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the bench's client, not the app
     try:

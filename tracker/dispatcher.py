@@ -26,6 +26,7 @@ from tracker.settings import Settings
 log = logs.get_logger(__name__)
 MAX_IN_FLIGHT = 8  # sends awaiting an answer at once (a slow provider must not stall pacing)
 IDLE_POLL_SECONDS = 0.25
+CLAIM_AHEAD_SECONDS = 0.25  # claim this long before the pacer's next turn
 LEADERSHIP_CHECK_SECONDS = 5.0
 HOUSEKEEPING_SECONDS = 1.0  # how often validity and retry windows are checked
 ACCOUNT_PAUSE_SECONDS = 30.0  # after credentials/URL failures
@@ -89,10 +90,11 @@ class Dispatcher:
         await self._slots.acquire()
         try:
             claimed = None
-            # Wait for a free turn before claiming (a claimed row should not sit
-            # on its lease), but take the turn only just before the POST, so the
-            # pacer counts calls at the moment they leave, not before a slow claim.
-            if await self._unless_stopped(self.client.pacer.wait_ready()) and await self._any_due():
+            # Claim shortly before the next turn (a claimed row should not sit on
+            # its lease through a pause), but take the turn only just before the
+            # POST: the pacer counts calls when they leave, however slow the claim.
+            ready = self.client.pacer.wait_ready(ahead=CLAIM_AHEAD_SECONDS)
+            if await self._unless_stopped(ready) and await self._any_due():
                 claimed = await self._claim()
         except BaseException:
             self._slots.release()

@@ -56,9 +56,10 @@ class Pacer:
                 await self._sleep(wait)
             self._recent.append(self._clock())
 
-    async def wait_ready(self) -> None:
-        """Wait until a call could start now, without taking the turn."""
-        while (wait := self._earliest_start() - self._clock()) > 0:
+    async def wait_ready(self, ahead: float = 0.0) -> None:
+        """Wait until a call could start within ``ahead`` seconds, without taking
+        the turn (a caller prepares its call meanwhile, then ``acquire()``s)."""
+        while (wait := self._earliest_start() - ahead - self._clock()) > 0:
             await self._sleep(wait)
 
     def pause(self, seconds: float) -> None:

@@ -66,3 +66,17 @@ def test_a_limit_below_one_is_refused() -> None:
     """A zero rate would stall forever; it is a configuration error."""
     with pytest.raises(ValueError, match="at least 1"):
         Pacer(0)
+
+
+async def test_a_slow_step_between_ready_and_acquire_never_shortens_an_interval() -> None:
+    """wait_ready(ahead) lets a caller claim early; the turn is stamped when it is taken."""
+    fake = FakeTime()
+    pacer = Pacer(60, clock=fake.clock, sleep=fake.sleep)
+    starts = []
+    for claim_seconds in [0.1, 2.0, 0.1, 0.1]:  # the second "claim" waits on a lock
+        await pacer.wait_ready(ahead=0.25)
+        fake.now += claim_seconds
+        await pacer.acquire()
+        starts.append(fake.now)
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
+    assert gaps == [2.75, 1.0, 1.0]  # stretched by the slow claim, never squeezed
