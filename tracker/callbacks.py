@@ -150,7 +150,7 @@ async def replay(database: db.Database, spool: Spool, batch_size: int = MAX_BATC
     """
     total = 0
     for path in await asyncio.to_thread(spool.claim):
-        receipts = Spool.read(path)
+        receipts = spool.read(path)
         for start in range(0, len(receipts), batch_size):
             await _replay_batch(database, spool, receipts[start : start + batch_size])
         path.unlink()

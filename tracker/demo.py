@@ -31,6 +31,7 @@ from tracker.settings import Settings
 FAILING_NUMBER = "254700000510"  # the sandbox reports "Failed" for it
 FINAL = {status.value for status in messages.FINAL}
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
+DEMO_SENDER = "KIMISMS"  # the one sender both sides know, whatever the shell sets
 
 
 @dataclass
@@ -51,14 +52,17 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _running_loop(workdir: Path, port: int) -> Iterator[Settings]:
     config = SandboxConfig(
+        sender_names=(DEMO_SENDER,),
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
         callback_delay_seconds=2.0,
         failure_ratio=0.0,
     )
     with running_sandbox(config) as sandbox_url:
-        settings = Settings.load(
+        settings = Settings.load(  # its own database, whatever TRACKER_* the shell has
             data_dir=workdir,
+            database_url=f"sqlite:///{workdir / 'demo.db'}",
+            sender_names=(DEMO_SENDER,),
             kimisms_base_url=sandbox_url,
             kimisms_client_id=CLIENT_ID,
             kimisms_client_secret=CLIENT_SECRET,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 
 import httpx
 
-from tracker import capability, db, errors, kimisms, leadership, logs, metrics, outbox
+from tracker import capability, db, errors, kimisms, leadership, logs, metrics, outbox, store
 from tracker.pacing import Pacer
 from tracker.settings import Settings
 
@@ -29,6 +29,7 @@ IDLE_POLL_SECONDS = 0.25
 CLAIM_AHEAD_SECONDS = 0.25  # claim this long before the pacer's next turn
 LEADERSHIP_CHECK_SECONDS = 5.0
 HOUSEKEEPING_SECONDS = 1.0  # how often validity and retry windows are checked
+PURGE_SECONDS = 600.0  # how often expired Idempotency-Keys are deleted
 ACCOUNT_PAUSE_SECONDS = 30.0  # after credentials/URL failures
 
 
@@ -70,11 +71,14 @@ class Dispatcher:
 
     async def _lead(self) -> None:
         checked = time.monotonic()
-        swept = 0.0
+        swept = purged = 0.0
         while not self.stopping.is_set():
             if time.monotonic() - swept > HOUSEKEEPING_SECONDS:
                 await self._expire()
                 swept = time.monotonic()
+            if time.monotonic() - purged > PURGE_SECONDS:
+                await self._purge()
+                purged = time.monotonic()
             if time.monotonic() - checked > LEADERSHIP_CHECK_SECONDS:
                 if not await self.lock.still_held():
                     log.warning("dispatcher_lost_leadership")
@@ -155,6 +159,17 @@ class Dispatcher:
                 await outbox.expire_overdue(session, db.utcnow(), self._give_up_after)
         except Exception as exc:  # retried at the next sweep
             log.warning("dispatcher_sweep_failed", error=type(exc).__name__)
+
+    async def _purge(self) -> None:
+        """Housekeeping for the whole deployment, done by its one leader."""
+        try:
+            async with self.database.write() as session:
+                purged = await store.purge_idempotency_keys(session, db.utcnow())
+        except Exception as exc:  # retried at the next purge
+            log.warning("idempotency_purge_failed", error=type(exc).__name__)
+        else:
+            if purged:
+                log.info("idempotency_keys_purged", count=purged)
 
     async def _send(self, send: _Send) -> None:
         claimed = send.claimed

@@ -46,11 +46,12 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         started = time.perf_counter()
         status_code = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, response_started
             if message["type"] == "http.response.start":
-                status_code = message["status"]
+                status_code, response_started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
@@ -62,6 +63,14 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Answered here rather than by Starlette's outer error middleware, so
+            # the line and the 500 still carry the request id (and uvicorn does
+            # not log the traceback a second time).
+            log.exception("unhandled_exception", route=web.route_template(scope))
+            if response_started:
+                raise  # too late for a clean 500: let the server drop the connection
+            await web.error_response(500, "internal error")(scope, receive, send_with_id)
         finally:
             self._log(scope, status_code, started)
             structlog.contextvars.clear_contextvars()

@@ -254,7 +254,10 @@ async def _counts(
 ) -> tuple[dict[str, int], int]:
     """(messages created since ``since`` by status, units billed for them)."""
     m = MESSAGES.c
-    billed = func.sum(m.segments).filter(m.accepted_at.is_not(None))
+    # Billed once the provider took it: its answer was recorded, or a report
+    # gave us its id even though the send-sms answer was lost.
+    taken = or_(m.accepted_at.is_not(None), m.provider_message_id.is_not(None))
+    billed = func.sum(m.segments).filter(taken)
     rows = await session.execute(
         select(m.status, func.count(), billed)
         .where(m.created_at >= since, *_scoped(client))

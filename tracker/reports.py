@@ -120,6 +120,11 @@ def _holds_unstorable_text(data: Any) -> bool:
     return False
 
 
+def _refuse_constant(name: str) -> None:
+    """Python's json reads NaN and Infinity; JSON (RFC 8259) has neither."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_report(body: str) -> Report | None:
     """The report in a callback body, or None if it is not one.
 
@@ -128,7 +133,7 @@ def parse_report(body: str) -> Report | None:
     holding unstorable text, and nesting too deep to parse.
     """
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_refuse_constant)  # strict: no NaN
     except (ValueError, RecursionError):  # JSONDecodeError, or "[[[[..." past the stack
         return None
     # Only a JSON escape can put such text in a parsed string (a raw NUL byte is

@@ -16,6 +16,7 @@ receipts are deduplicated).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -28,6 +29,20 @@ from tracker.reports import Receipt
 log = logs.get_logger(__name__)
 CLAIMED_SUFFIX = ".replaying"
 QUARANTINE_SUFFIX = ".quarantine"
+
+
+def _open_locked(path: Path) -> int:
+    """An append descriptor for ``path`` under an exclusive lock (across processes),
+    reopened if the path was renamed while this one waited for the lock."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)  # read: the last byte
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == path.stat().st_ino:
+                return fd
+        except FileNotFoundError:
+            pass  # renamed by a claim: open the new file
+        os.close(fd)
 
 
 class Spool:
@@ -46,33 +61,53 @@ class Spool:
         self._append_lines(self.quarantine_path, [line])
 
     def _append_lines(self, path: Path, lines: list[dict[str, object]]) -> None:
-        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
         with self._lock:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = _open_locked(path)
             try:
-                os.write(fd, data.encode())
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data  # after a torn line, start a line of our own
+                view = memoryview(data)
+                while view:  # a short write is continued, never fsynced half-done
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                os.close(fd)  # releases the lock
 
     def claim(self) -> list[Path]:
-        """Files ready to replay: earlier claims first, then the current spool."""
+        """Files ready to replay: earlier claims first, then the current spool.
+
+        Renamed under the same file lock as appends (another process, e.g. the
+        server beside ``tracker callbacks replay``, may be appending): an append
+        that waited for the lock finds the path renamed and writes a fresh file.
+        """
         with self._lock:
             if self.path.exists() and self.path.stat().st_size > 0:
-                claimed = self.path.with_name(f"{self.path.name}.{time.time_ns()}{CLAIMED_SUFFIX}")
-                self.path.rename(claimed)
+                fd = _open_locked(self.path)
+                try:
+                    claimed = self.path.with_name(
+                        f"{self.path.name}.{time.time_ns()}{CLAIMED_SUFFIX}"
+                    )
+                    self.path.rename(claimed)
+                finally:
+                    os.close(fd)
         return sorted(self.path.parent.glob(f"{self.path.name}.*{CLAIMED_SUFFIX}"))
 
-    @staticmethod
-    def read(path: Path) -> list[Receipt]:
-        """The receipts in a claimed file; a torn last line (crash mid-write) is skipped."""
+    def read(self, path: Path) -> list[Receipt]:
+        """The receipts in a claimed file. A line that cannot be read (a crash
+        mid-write, a hand edit) is quarantined as it is, never silently dropped."""
         receipts = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
             try:
                 receipts.append(Receipt.from_json(json.loads(line)))
             except (ValueError, KeyError, TypeError):
                 log.warning("spool_line_unreadable", file=path.name, line=number)
+                unreadable = {"raw": line, "quarantined_at": db.utcnow().isoformat()}
+                self._append_lines(self.quarantine_path, [{**unreadable, "reason": "unreadable"}])
         return receipts
 
     def backlog(self) -> int:

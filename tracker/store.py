@@ -201,6 +201,14 @@ async def save_idempotency_key(
         raise errors.IdempotencyKeyTaken("another request stored the Idempotency-Key") from exc
 
 
+async def purge_idempotency_keys(session: AsyncSession, now: dt.datetime) -> int:
+    """Delete expired keys (their stored answers can be megabytes); how many went."""
+    result = await session.execute(
+        delete(IDEMPOTENCY_KEYS).where(IDEMPOTENCY_KEYS.c.expires_at <= now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 # --- bulk insert -------------------------------------------------------------
 
 _STATEMENTS: dict[tuple[str, str, str, tuple[str, ...]], str] = {}

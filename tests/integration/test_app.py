@@ -151,9 +151,14 @@ async def test_an_unexpected_error_is_a_bare_500(settings: Settings) -> None:
 
     transport = httpx.ASGITransport(app=_app_with(settings, boom), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        response = await http.post("/test/x")
+        with capture_logs() as captured:
+            response = await http.post("/test/x", headers={"X-Request-ID": "r-500"})
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error"}
+    assert response.headers["x-request-id"] == "r-500"  # the caller can quote it to us
+    [error] = [e for e in captured if e["event"] == "unhandled_exception"]
+    assert error["route"] == "/test/{secret}"
+    assert "internal detail" not in response.text
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -333,15 +337,40 @@ async def test_an_unreachable_database_spools_and_replay_applies_once(
     assert await callbacks.replay(database, spool) == 0
 
 
-def test_a_torn_spool_line_is_skipped(tmp_path: Path) -> None:
-    """A crash mid-append leaves a partial line; the rest of the spool still replays."""
+def test_a_torn_spool_line_is_set_aside_and_the_next_append_starts_a_line(
+    tmp_path: Path,
+) -> None:
+    """A crash mid-append leaves a partial line: later appends stay readable, the torn
+    text is quarantined as it was, and the rest of the spool replays."""
+    spool = Spool(tmp_path / "spool.jsonl")
+    first, second = (reports.Receipt(uuid.uuid4(), "{}", None, db.utcnow()) for _ in range(2))
+    spool.append([first])
+    with spool.path.open("a") as handle:
+        handle.write('{"message_id": "trunc')
+    spool.append([second])
+    [claimed] = spool.claim()
+    assert spool.read(claimed) == [first, second]
+    assert spool.quarantined() == 1
+    assert '"raw":"{\\"message_id\\": \\"trunc"' in spool.quarantine_path.read_text()
+
+
+def test_an_append_blocked_by_a_claim_writes_to_the_new_spool_file(tmp_path: Path) -> None:
+    """Server and `tracker callbacks replay` share the spool: an append that waited for
+    the lock while the file was claimed writes to a fresh file, not the claimed one."""
     spool = Spool(tmp_path / "spool.jsonl")
     receipt = reports.Receipt(uuid.uuid4(), "{}", None, db.utcnow())
     spool.append([receipt])
-    with spool.path.open("a") as handle:
-        handle.write('{"message_id": "trunc')
-    [claimed] = spool.claim()
-    assert Spool.read(claimed) == [receipt]
+    holder = os.open(spool.path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as a claim in another process holds it
+    other_process = Spool(spool.path)  # its own thread lock, as another process has
+    appending = threading.Thread(target=other_process.append, args=([receipt],))
+    appending.start()
+    time.sleep(0.2)  # the append has opened the file and waits for the lock
+    claimed = spool.path.rename(spool.path.with_name(f"{spool.path.name}.1.replaying"))
+    os.close(holder)
+    appending.join(5)
+    assert spool.read(claimed) == [receipt]
+    assert spool.read(spool.path) == [receipt]
 
 
 async def test_extra_and_deeply_nested_fields_stay_in_the_raw_receipt_only(

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.conftest import SettingsFactory
 from tests.integration.send_support import (
@@ -25,7 +25,7 @@ from tests.integration.send_support import (
     post_json,
     send,
 )
-from tracker import db, models
+from tracker import db, models, store
 from tracker.settings import Settings
 
 BATCH = "/v1/messages/batch"
@@ -136,6 +136,22 @@ async def test_an_expired_key_is_ignored_and_overwritten(
     assert replay.content == reused.content
     assert await count(database, models.Message) == 2
     assert await count(database, models.IdempotencyKey) == 1
+
+
+async def test_expired_keys_are_purged_and_live_ones_kept(
+    client: httpx.AsyncClient, headers: Headers, database: db.Database
+) -> None:
+    """The dispatcher's housekeeping deletes expired answers (they can be megabytes)."""
+    await send(client, keyed(headers, "old"))
+    async with database.write() as session:
+        await session.execute(
+            update(models.IdempotencyKey).values(expires_at=db.utcnow() - dt.timedelta(seconds=1))
+        )
+    await send(client, keyed(headers, "live"))
+    async with database.write() as session:
+        assert await store.purge_idempotency_keys(session, db.utcnow()) == 1
+    async with database.read() as session:
+        assert list(await session.scalars(select(models.IdempotencyKey.key))) == ["live"]
 
 
 async def test_keys_are_kept_for_the_configured_time(

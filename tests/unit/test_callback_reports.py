@@ -92,3 +92,10 @@ def test_failures_of_the_database_are_systemic(error: BaseException) -> None:
 def test_failures_caused_by_the_data_are_not_systemic(error: BaseException) -> None:
     """These fail the same way every time: the receipt alone is to blame."""
     assert not reports.failure_is_systemic(error)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_body_with_a_non_json_number_is_not_a_report(constant: str) -> None:
+    """Python's json reads NaN and Infinity; the provider's JSON cannot hold them."""
+    assert reports.parse_report(f'{{"status": "Delivered", "price": {constant}}}') is None
+    assert reports.parse_report('{"status": "Delivered", "price": 1.5}') is not None

@@ -570,8 +570,10 @@ def test_probes_and_the_healthcheck_hit_real_routes_on_the_served_port(
         for _, document in kubernetes_objects(DEPLOY)
         for spec in pod_specs(document)
         for container in spec["containers"]
-        for key in ("readinessProbe", "livenessProbe")
+        for key in ("startupProbe", "readinessProbe", "livenessProbe")
         if (probe := container.get(key))
     ]
-    assert sorted(probes) == [("/healthz", 8000), ("/readyz", 8000)]
+    # Started once the schema is current; kept ready through a database outage so the
+    # callback receiver can spool (DESIGN.md invariant 2).
+    assert sorted(probes) == [("/healthz", 8000), ("/healthz", 8000), ("/readyz", 8000)]
     assert {"/healthz", "/readyz"} <= routes
