@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.conftest import SettingsFactory
-from tests.factories import add_message
+from tests.factories import add_message, fetch_message
 from tests.provider_loop import (
     CLIENT_ID,
     dispatching,
@@ -21,7 +21,8 @@ from tests.provider_loop import (
     sends_per_key,
     wait_for,
 )
-from tracker import db, messages, models
+from tracker import db, dispatcher, messages, models
+from tracker.app import provider_client
 
 Status = messages.Status
 
@@ -163,3 +164,21 @@ async def test_an_expired_provider_token_is_refreshed_and_shared(
     async with database.read() as session:
         stored = await session.get(models.ProviderToken, CLIENT_ID)
     assert stored is not None
+
+
+async def test_stop_during_a_provider_pause_exits_at_once_without_claiming(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """SIGTERM while every send waits out a 429 pause: no claim, no call, a prompt exit."""
+    message_id = await add_message(database, status=Status.QUEUED)
+    with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
+        async with provider_client(settings) as http:
+            sender = dispatcher.create(settings, database, http)
+            sender.client.pacer.pause(60)  # as after a 429 with Retry-After: 60
+            task = asyncio.create_task(sender.run())
+            await asyncio.sleep(0.5)
+            sender.stop()
+            await asyncio.wait_for(task, 5)  # well before the pause would end
+        assert sandbox_calls(sandbox_url) == []
+    row = await fetch_message(database, message_id)
+    assert (row.status, row.attempts) == (Status.QUEUED, 0)
