@@ -73,9 +73,9 @@ async def send_batch(request: Request) -> Response:
 async def get_message(request: Request) -> Response:
     """``GET /v1/messages/{id}``: the message and its events."""
     services = services_of(request)
-    principal = await auth.require(request, services.database, auth.Scope.READ)
     message_id = _message_id(request)
-    async with services.database.read() as session:
+    async with services.database.read() as session:  # one connection for key and reads
+        principal = await auth.require(request, services.database, auth.Scope.READ, session=session)
         found = await store.get_message(session, message_id, client=_only_own(principal))
     body = schemas.message_out(found.message)
     body["events"] = [schemas.event_out(event) for event in found.events]

@@ -12,7 +12,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -115,13 +116,26 @@ async def revoke_key(database: db.Database, name: str) -> bool:
         return bool(getattr(result, "rowcount", 0))
 
 
-async def verify_key(database: db.Database, key: str) -> Principal | None:
-    """The principal for a valid, unrevoked key; None otherwise."""
+# Built once: constructing the expression costs more than running it.
+_KEY_BY_HASH = select(models.ApiKey).where(models.ApiKey.key_hash == bindparam("digest"))
+
+
+async def verify_key(
+    database: db.Database, key: str, *, session: AsyncSession | None = None
+) -> Principal | None:
+    """The principal for a valid, unrevoked key; None otherwise.
+
+    ``session``: look it up in the caller's read session (one connection and
+    transaction for the whole request) instead of a session of its own.
+    """
     if not key.startswith(KEY_PREFIX):
         return None
     digest = hash_key(key)
-    async with database.read() as session:
-        row = await session.scalar(select(models.ApiKey).where(models.ApiKey.key_hash == digest))
+    if session is None:
+        async with database.read() as own:
+            row = await own.scalar(_KEY_BY_HASH, {"digest": digest})
+    else:
+        row = await session.scalar(_KEY_BY_HASH, {"digest": digest})
     if row is None or row.revoked_at is not None:
         return None
     if not hmac.compare_digest(row.key_hash, digest):
@@ -136,10 +150,12 @@ def bearer_token(request: Request) -> str | None:
     return credentials.strip()
 
 
-async def require(request: Request, database: db.Database, scope: Scope) -> Principal:
+async def require(
+    request: Request, database: db.Database, scope: Scope, *, session: AsyncSession | None = None
+) -> Principal:
     """The caller's principal, or 401 (no or bad key) / 403 (missing scope)."""
     key = bearer_token(request)
-    principal = await verify_key(database, key) if key else None
+    principal = await verify_key(database, key, session=session) if key else None
     if principal is None:
         raise HTTPException(
             401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}

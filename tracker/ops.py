@@ -231,12 +231,12 @@ def _filter(params: ListParams, client: str | None) -> queries.MessageFilter:
 async def list_messages(request: Request) -> Response:
     """``GET /v1/messages``: one page of messages, newest first."""
     services = services_of(request)
-    principal = await auth.require(request, services.database, auth.Scope.READ)
-    params = parse_params(ListParams, request)
-    client = _visible_client(principal, params.client)
-    cursor = queries.decode_cursor(params.cursor) if params.cursor else None
-    cutoff = db.utcnow() - dt.timedelta(seconds=services.settings.dlr_overdue_seconds)
-    async with services.database.read() as session:
+    async with services.database.read() as session:  # one connection for key and reads
+        principal = await auth.require(request, services.database, auth.Scope.READ, session=session)
+        params = parse_params(ListParams, request)
+        client = _visible_client(principal, params.client)
+        cursor = queries.decode_cursor(params.cursor) if params.cursor else None
+        cutoff = db.utcnow() - dt.timedelta(seconds=services.settings.dlr_overdue_seconds)
         page = await queries.list_messages(
             session,
             _filter(params, client),

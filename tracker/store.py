@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Table, delete, insert, select, update
+from sqlalchemy import JSON, Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,19 +74,24 @@ async def insert_messages(session: AsyncSession, rows: Sequence[Row]) -> None:
     await insert_many(session, EVENTS, events)
 
 
+# The reads behind GET /v1/messages/{id}, built once (building costs more than running).
+_MESSAGE_BY_ID = select(MESSAGES).where(MESSAGES.c.id == bindparam("id"))
+_OWN_MESSAGE_BY_ID = _MESSAGE_BY_ID.where(MESSAGES.c.client == bindparam("client"))
+_EVENTS_OF = select(EVENTS).where(EVENTS.c.message_id == bindparam("id")).order_by(EVENTS.c.id)
+
+
 async def get_message(
     session: AsyncSession, message_id: uuid.UUID, client: str | None = None
 ) -> MessageWithEvents:
     """A message and its events, oldest first; ``client`` limits it to that caller's."""
-    query = select(MESSAGES).where(MESSAGES.c.id == message_id)
-    if client is not None:
-        query = query.where(MESSAGES.c.client == client)
-    message = (await session.execute(query)).mappings().one_or_none()
+    if client is None:
+        found = await session.execute(_MESSAGE_BY_ID, {"id": message_id})
+    else:
+        found = await session.execute(_OWN_MESSAGE_BY_ID, {"id": message_id, "client": client})
+    message = found.mappings().one_or_none()
     if message is None:
         raise errors.NotFound("message not found")
-    events = await session.execute(
-        select(EVENTS).where(EVENTS.c.message_id == message_id).order_by(EVENTS.c.id)
-    )
+    events = await session.execute(_EVENTS_OF, {"id": message_id})
     return MessageWithEvents(message=message, events=list(events.mappings()))
 
 
