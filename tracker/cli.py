@@ -92,6 +92,8 @@ def serve(
     from tracker.app import create_app
 
     settings = load_settings()
+    if not (sandbox or no_dispatcher):
+        settings.require_provider_credentials()
     with contextlib.ExitStack() as stack:
         if sandbox:
             settings = _with_sandbox(settings, stack, host, port, sandbox_port)
@@ -138,6 +140,7 @@ def _with_sandbox(
 def worker() -> None:
     """Run the dispatcher alone (one leads per database; others wait as standby)."""
     settings = load_settings()
+    settings.require_provider_credentials()
     run(_run_worker(settings))
 
 

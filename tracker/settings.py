@@ -146,7 +146,9 @@ class Settings(BaseSettings):
                 try:
                     data[field] = Path(path).read_text(encoding="utf-8").strip()
                 except OSError as exc:
-                    raise ValueError(f"cannot read {field.upper()}_FILE: {exc.strerror}") from exc
+                    raise ValueError(
+                        f"cannot read {ENV_PREFIX}{field.upper()}_FILE: {exc.strerror}"
+                    ) from exc
         return data
 
     @field_validator("sender_names", mode="before")
@@ -211,6 +213,23 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}PROVIDER_READ_TIMEOUT_SECONDS ({2 * one_call:g})"
             )
         return self
+
+    def require_provider_credentials(self) -> None:
+        """Checked at start by the commands that send, so a missing credential is
+        reported then, not at the first message."""
+        missing = [
+            f"{ENV_PREFIX}{name.upper()}"
+            for name, value in (
+                ("kimisms_client_id", self.kimisms_client_id),
+                ("kimisms_client_secret", self.kimisms_client_secret.get_secret_value()),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"invalid configuration: {' and '.join(missing)} required to send"
+                " (or run `serve --no-dispatcher`, or `serve --sandbox` for a trial)"
+            )
 
     @property
     def async_database_url(self) -> str:

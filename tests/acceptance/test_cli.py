@@ -73,6 +73,17 @@ def test_mistakes_are_one_line_not_a_traceback(env: dict[str, str]) -> None:
     assert "unknown scope 'root'" in bad_scope.stderr
 
 
+@pytest.mark.parametrize("command", [("serve",), ("worker",)])
+def test_sending_without_provider_credentials_is_refused_at_start(
+    env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    """No KIMISMS client id or secret: one line naming both, not a failure at the first send."""
+    result = run_tracker(*command, env=env)
+    assert result.returncode == 2
+    assert "TRACKER_KIMISMS_CLIENT_ID and TRACKER_KIMISMS_CLIENT_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_an_unmigrated_database_is_one_line_naming_the_fix(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -91,7 +102,10 @@ def test_serve_answers_readyz_with_a_key_working_end_to_end(env: dict[str, str])
     token = key.stdout.strip().splitlines()[-1]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with started("serve", "--port", str(port), env=env, ready_url=f"{base}/healthz") as server:
+    credentials = {"TRACKER_KIMISMS_CLIENT_ID": "id", "TRACKER_KIMISMS_CLIENT_SECRET": "s3cret"}
+    with started(
+        "serve", "--port", str(port), env={**env, **credentials}, ready_url=f"{base}/healthz"
+    ) as server:
         assert httpx.get(f"{base}/readyz").status_code == 200
         whoami = httpx.get(f"{base}/v1/whoami", headers={"Authorization": f"Bearer {token}"})
         assert whoami.json()["client"] == "ops"
