@@ -66,6 +66,10 @@ async def test_calls_records_every_api_call_but_not_inspection(provider: InProce
     assert calls[0]["at"] == "2027-01-15T08:00:00+00:00"
     assert [c["replay"] for c in calls] == [False, False, True]
     assert calls[1]["message_id"] == calls[2]["message_id"]
+    assert calls[0]["answer"]["access_token"] == "[issued]"  # the log repeats no token
+    assert calls[1]["answer"] == calls[2]["answer"]  # a replay answers what the first did
+    assert calls[1]["answer"]["message_id"] == calls[1]["message_id"]
+    assert calls[1]["answer"]["status"] == "Pending"
 
 
 async def test_inspection_is_never_rate_limited(make_in_process: MakeInProcess) -> None:

@@ -52,6 +52,13 @@ class Answer:
         return JSONResponse(self.body, self.status_code, self.headers)
 
 
+def _loggable(body: dict[str, Any] | str) -> dict[str, Any] | str:
+    """An answer as the call log keeps it: issued tokens are not repeated there."""
+    if isinstance(body, dict) and "access_token" in body:
+        return {**body, "access_token": "[issued]"}
+    return body
+
+
 def throttled(refusal: Throttled) -> Answer:
     """DRF's throttle answer, with the ``Retry-After`` header it sets."""
     wait = refusal.retry_after_seconds
@@ -117,6 +124,7 @@ class ProviderApi:
             body_mismatch=answer.body_mismatch,
             message_id=answer.message_id,
             over_limit=over_limit,
+            answer=_loggable(answer.body),
         )
         self.sandbox.records.calls.append(call)
 

@@ -98,11 +98,13 @@ class ApiCall:
     # True when the sliding window refused the call (the client outpaced the
     # limit), as opposed to an injected 429 burst.
     over_limit: bool = False
+    answer: dict[str, Any] | str | None = None  # the body sent back (tokens masked)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "at": isoformat(self.at),
             "over_limit": self.over_limit,
+            "answer": self.answer,
             "method": self.method,
             "path": self.path,
             "status_code": self.status_code,
