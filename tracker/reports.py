@@ -337,19 +337,26 @@ async def apply_receipts(
     plan = _Plan(now=_utcnow())
     for receipt in receipts:
         if receipt.dedupe_key in seen:
-            plan.outcomes.append(Outcome.DUPLICATE)
+            plan.outcomes.append(_repeated(seen[receipt.dedupe_key]))
             continue
-        seen.add(receipt.dedupe_key)
         report = parse_report(receipt.body)
         snapshot = snapshots.get(receipt.message_id)
         before = snapshot.status if snapshot else None
         outcome, detail, moved_to = _decide(plan, receipt, report, snapshot)
+        seen[receipt.dedupe_key] = outcome.value
         plan.outcomes.append(outcome)
         plan.receipts.append(_receipt_row(receipt, outcome))
         if snapshot is not None:
             plan.events.append(_event_row(receipt, report, before, moved_to, detail))
     await sql.write(driver, plan)
     return plan.outcomes
+
+
+def _repeated(first_outcome: str) -> Outcome:
+    """A body received before: refused again if it was refused (the sender learns the
+    same thing twice), otherwise a duplicate that changes nothing."""
+    refused = {outcome.value: outcome for outcome in HTTP_STATUS}.get(first_outcome)
+    return refused or Outcome.DUPLICATE
 
 
 REPORT_FIELDS = ("message_id", "contact", "status", "description")
@@ -457,7 +464,7 @@ class _SQLite:
         " WHERE id IN (SELECT value FROM json_each(?))"
     )
     KNOWN = (
-        "SELECT dedupe_key FROM callback_receipts"
+        "SELECT dedupe_key, outcome FROM callback_receipts"
         " WHERE dedupe_key IN (SELECT value FROM json_each(?))"
     )
     # Each JSON row [a, b, ...] is read back with json_extract(value, '$[n]').
@@ -510,9 +517,10 @@ class _SQLite:
         rows = await driver.execute_fetchall(self.SNAPSHOTS, (_json_dumps(list(by_hex)),))
         return {by_hex[row[0]]: _snapshot(row) for row in rows}
 
-    async def known_dedupe_keys(self, driver: Any, keys: set[str]) -> set[str]:
+    async def known_dedupe_keys(self, driver: Any, keys: set[str]) -> dict[str, str]:
+        """Receipts already stored: dedupe key -> the outcome recorded for it."""
         rows = await driver.execute_fetchall(self.KNOWN, (_json_dumps(list(keys)),))
-        return {row[0] for row in rows}
+        return {row[0]: row[1] for row in rows}
 
     async def write(self, driver: Any, plan: _Plan) -> None:
         now = _sqlite_time(plan.now)
@@ -550,7 +558,7 @@ class _PostgreSQL:
         "SELECT id, status, contact, provider_message_id FROM messages"
         " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
     )
-    KNOWN = "SELECT dedupe_key FROM callback_receipts WHERE dedupe_key = ANY($1::text[])"
+    KNOWN = "SELECT dedupe_key, outcome FROM callback_receipts WHERE dedupe_key = ANY($1::text[])"
     WRITE = """
         WITH adopted AS (
             UPDATE messages SET provider_message_id = a.pmid
@@ -582,8 +590,9 @@ class _PostgreSQL:
         rows = await driver.fetch(self.SNAPSHOTS, list(ids))
         return {uuid.UUID(int=row[0].int): _snapshot(row) for row in rows}
 
-    async def known_dedupe_keys(self, driver: Any, keys: set[str]) -> set[str]:
-        return {row[0] for row in await driver.fetch(self.KNOWN, list(keys))}
+    async def known_dedupe_keys(self, driver: Any, keys: set[str]) -> dict[str, str]:
+        """Receipts already stored: dedupe key -> the outcome recorded for it."""
+        return {row[0]: row[1] for row in await driver.fetch(self.KNOWN, list(keys))}
 
     async def write(self, driver: Any, plan: _Plan) -> None:
         await driver.execute(

@@ -125,6 +125,26 @@ async def test_a_duplicate_report_changes_nothing(
     assert await count(database, models.MessageEvent, message_id) == 1
 
 
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [(report(contact="254799999999"), 409), (b'{"status": ""}', 400)],
+)
+async def test_a_refused_report_posted_again_is_refused_again(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    database: db.Database,
+    body: dict[str, Any] | bytes,
+    code: int,
+) -> None:
+    """A resent mismatch or malformed body gets the same refusal, not a duplicate's 200."""
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    first = await post(client, settings, message_id, body)
+    again = await post(client, settings, message_id, body)
+    assert (first.status_code, again.status_code) == (code, code)
+    assert await count(database, models.CallbackReceipt, message_id) == 1
+    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+
+
 async def test_a_stale_interim_report_after_the_final_one_does_not_move_back(
     client: httpx.AsyncClient, settings: Settings, database: db.Database
 ) -> None:
