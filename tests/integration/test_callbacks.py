@@ -357,6 +357,27 @@ async def test_an_unreachable_database_spools_and_replay_applies_once(
     assert await callbacks.replay(database, spool) == 0
 
 
+async def test_the_servers_replayer_applies_the_spool_once_the_database_answers(
+    database: db.Database, tmp_path: Path
+) -> None:
+    """No operator needed: the running receiver replays what an outage left spooled."""
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    spool = Spool(tmp_path / "spool.jsonl")
+    spool.append([reports.Receipt(message_id, json.dumps(report()), None, db.utcnow())])
+    ingester = callbacks.Ingester(database, spool, deadline_seconds=1.0)
+    await ingester.start(replay_interval=0.05)
+    try:
+        for _ in range(100):
+            if spool.backlog() == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await ingester.stop()
+    assert spool.backlog() == 0
+    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert await count(database, models.CallbackReceipt, message_id) == 1
+
+
 def test_a_torn_spool_line_is_set_aside_and_the_next_append_starts_a_line(
     tmp_path: Path,
 ) -> None:
