@@ -113,6 +113,10 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
     # Our own canonical request line replaces uvicorn's access log (which would
     # print raw paths, callback tokens included).
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request URL at INFO: the sandbox's callback URLs carry
+    # capability tokens, and our provider calls have their own canonical lines.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class _NamedWriteLogger(structlog.WriteLogger):

@@ -73,3 +73,20 @@ def test_json_lines_are_written_for_structlog_and_stdlib_loggers(
     assert len(lines) == 2
     assert lines[1]["event"] == "peer 2547****5678 went away"
     assert lines[1]["level"] == "warning"
+
+
+def test_httpx_request_lines_never_reach_the_log(capsys: pytest.CaptureFixture[str]) -> None:
+    """httpx logs each URL at INFO; a sandbox callback URL carries a capability token."""
+    logs.configure("json", "INFO")
+    try:
+        url = "http://127.0.0.1:8000/v1/callbacks/kimisms/01a2/k1.secret-token"
+        logging.getLogger("httpx").info("HTTP Request: POST %s", url)
+        logging.getLogger("httpx").warning("a warning still shows")
+        out = capsys.readouterr().out
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    assert "secret-token" not in out
+    assert "a warning still shows" in out
