@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -212,6 +213,24 @@ async def test_an_accepted_message_is_due_for_the_dispatcher(
         )
     assert [str(c.id) for c in claimed] == [message_id]
     assert claimed[0].contact == "254712345678"
+
+
+async def test_concurrent_claims_never_take_the_same_message(database: db.Database) -> None:
+    """Two claims at once (SKIP LOCKED on PostgreSQL, the write lock on SQLite) split the
+    due messages between them: none is handed out twice, none is left out."""
+    ids = {await add_message(database, status=messages.Status.QUEUED) for _ in range(12)}
+
+    async def claim() -> set[uuid.UUID]:
+        async with database.write() as session:
+            claimed = await outbox.claim_due(
+                session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=8
+            )
+            await asyncio.sleep(0.05)  # hold the row locks while the other claims
+        return {c.id for c in claimed}
+
+    first, second = await asyncio.gather(claim(), claim())
+    assert not first & second
+    assert first | second == ids
 
 
 async def test_high_priority_is_claimed_before_earlier_normal_and_low(
