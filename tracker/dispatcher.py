@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import inspect
 import random
 import time
 from collections.abc import Awaitable
@@ -118,6 +119,8 @@ class Dispatcher:
     async def _unless_stopped(self, awaitable: Awaitable[object]) -> bool:
         """Await it unless ``stop()`` comes first; whether it finished."""
         if self.stopping.is_set():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: close it, or it warns when collected
             return False
         work = asyncio.ensure_future(awaitable)
         stop = asyncio.ensure_future(self.stopping.wait())
