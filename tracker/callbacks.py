@@ -195,11 +195,9 @@ async def _check_reachable(database: db.Database, error: Exception) -> None:
 
 
 def _reason(error: Exception) -> str:
-    """The driver's own first line, never SQLAlchemy's message (which quotes the
-    statement's parameters: bodies and phone numbers)."""
+    """The driver's own words, never SQLAlchemy's message with the statement."""
     cause = getattr(error, "orig", None) or error
-    first_line = next(iter(str(cause).splitlines()), "")
-    return f"{type(cause).__name__}: {first_line}"[:300]
+    return f"{type(cause).__name__}: {db.driver_message(error)}"[:300]
 
 
 async def _quarantine(spool: Spool, receipt: reports.Receipt, error: Exception) -> None:

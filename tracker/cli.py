@@ -254,8 +254,7 @@ def main() -> None:
 
 def _database_problem(exc: sa_exc.SQLAlchemyError) -> str:
     """The driver's own first line, and what to do about the common cases."""
-    cause = getattr(exc, "orig", None) or exc
-    first_line = next(iter(str(cause).splitlines()), type(cause).__name__)
+    first_line = db.driver_message(exc)
     hint = ""
     if first_line.startswith("database ") and "does not exist" in first_line:
         hint = " (create it, or check TRACKER_DATABASE_URL)"

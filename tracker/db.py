@@ -103,6 +103,13 @@ def _ensure_sqlite_directory(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def driver_message(error: BaseException) -> str:
+    """The first line of the driver's own message (SQLAlchemy's wraps it with the
+    statement), or the error's type when it has none."""
+    cause = getattr(error, "orig", None) or error
+    return next(iter(str(cause).splitlines()), "") or type(cause).__name__
+
+
 class _NoLock:
     async def __aenter__(self) -> None:
         return None

@@ -43,6 +43,7 @@ class Outcome(enum.StrEnum):
 
 
 HTTP_STATUS = {Outcome.MISMATCH: 409, Outcome.MALFORMED: 400, Outcome.UNKNOWN_MESSAGE: 404}
+_REFUSED = {outcome.value: outcome for outcome in HTTP_STATUS}  # as stored in receipts
 
 
 @dataclass(frozen=True)
@@ -355,8 +356,7 @@ async def apply_receipts(
 def _repeated(first_outcome: str) -> Outcome:
     """A body received before: refused again if it was refused (the sender learns the
     same thing twice), otherwise a duplicate that changes nothing."""
-    refused = {outcome.value: outcome for outcome in HTTP_STATUS}.get(first_outcome)
-    return refused or Outcome.DUPLICATE
+    return _REFUSED.get(first_outcome, Outcome.DUPLICATE)
 
 
 REPORT_FIELDS = ("message_id", "contact", "status", "description")

@@ -16,9 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import errors, logs
-
-log = logs.get_logger(__name__)
+from tracker import errors
 
 
 class PayloadTooLarge(HTTPException):
@@ -92,12 +90,6 @@ async def on_conflict(_request: Request, exc: Exception) -> Response:
     return error_response(409, str(exc))
 
 
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    """The last resort: log the traceback server-side, tell the caller nothing of it."""
-    log.error("unhandled_exception", path_template=route_template(request.scope), exc_info=exc)
-    return error_response(500, "internal error")
-
-
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
 
 
@@ -117,5 +109,4 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     errors.ValidationFailed: on_validation_failed,
     errors.NotFound: on_not_found,
     errors.Conflict: on_conflict,
-    Exception: on_unexpected,
-}
+}  # anything else: middleware.RequestContextMiddleware answers a bare 500
