@@ -12,8 +12,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from tracker import api, auth, callbacks, db, dispatcher, health, ops, web
+from tracker import api, auth, callbacks, db, dispatcher, health, ops, receiver, web
 from tracker.middleware import RequestContextMiddleware
 from tracker.services import Services, services_of
 from tracker.settings import Settings
@@ -37,6 +38,20 @@ async def whoami(request: Request) -> JSONResponse:
     """The client and scopes of the calling key (lets an operator check a key)."""
     principal = await auth.require(request, services_of(request).database, auth.Scope.READ)
     return JSONResponse({"client": principal.client, "scopes": sorted(principal.scopes)})
+
+
+class TrackerApp(Starlette):
+    """Starlette, with callback POSTs taken before the middleware stack: the one
+    route under outside load answers at several times the rate (see ``receiver``)."""
+
+    _callbacks = receiver.CallbackEndpoint()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if receiver.handles(scope):
+            scope["app"] = self
+            await self._callbacks(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -72,12 +87,12 @@ def create_app(
 
     routes = [
         *health.routes,
-        *callbacks.routes,
+        *receiver.routes,
         *ops.routes,
         *api.routes,
         Route("/v1/whoami", whoami),
     ]
-    return Starlette(
+    return TrackerApp(
         routes=routes,
         middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers=web.EXCEPTION_HANDLERS,

@@ -12,17 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import text
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from tracker import capability, db, logs, metrics, reports, web
-from tracker.services import services_of
+from tracker import db, logs, metrics, reports
 from tracker.spool import Spool
 
 log = logs.get_logger(__name__)
@@ -210,66 +205,3 @@ async def _quarantine(spool: Spool, receipt: reports.Receipt, error: Exception) 
         reason=reason,
         file=spool.quarantine_path.name,
     )
-
-
-async def receive(request: Request) -> Response:
-    """POST /v1/callbacks/kimisms/{id}/{token}: KIMISMS's delivery report."""
-    started = time.perf_counter()
-    outcome, status_code, message_id = await _handle(request)
-    elapsed = time.perf_counter() - started
-    metrics.CALLBACKS.labels(outcome=outcome).inc()
-    metrics.CALLBACK_ACK_SECONDS.observe(elapsed)
-    log.info(
-        "callback_received",
-        outcome=outcome,
-        message_id=message_id,
-        status=status_code,
-        duration_ms=round(elapsed * 1000, 2),
-    )
-    if status_code == 200:  # noqa: PLR2004
-        return JSONResponse({"received": True, "outcome": outcome})
-    return web.error_response(status_code, _DETAILS.get(outcome, outcome))
-
-
-_DETAILS = {
-    "not_found": "not found",
-    "too_large": "callback body too large",
-    "unavailable": "temporarily unable to store the callback",
-    reports.Outcome.MISMATCH.value: "report contradicts the message it was sent for",
-    reports.Outcome.MALFORMED.value: "not a delivery report",
-    reports.Outcome.UNKNOWN_MESSAGE.value: "not found",
-}
-
-
-async def _handle(request: Request) -> tuple[str, int, str | None]:
-    """(outcome, HTTP status, message id) for one callback request."""
-    services = services_of(request)
-    try:
-        message_id = uuid.UUID(request.path_params["id"])
-    except ValueError:
-        return "not_found", 404, None
-    keys = services.settings.callback_keys()
-    if not capability.verify(keys, message_id, request.path_params["token"]):
-        return "not_found", 404, None  # a forged or stale URL: same answer as unknown
-    try:
-        body = await web.read_body(request, services.settings.callback_max_body_bytes)
-    except web.PayloadTooLarge:
-        return "too_large", 413, str(message_id)
-    client = request.client
-    receipt = reports.Receipt(
-        message_id=message_id,
-        body=body.decode("utf-8", errors="replace"),
-        remote_addr=client.host if client else None,
-        received_at=db.utcnow(),
-    )
-    assert services.callbacks is not None  # noqa: S101 - the lifespan starts it
-    try:
-        result = await services.callbacks.submit(receipt)
-    except OSError:
-        return "unavailable", 503, str(message_id)
-    if result == SPOOLED:
-        return SPOOLED, 200, str(message_id)
-    return result, reports.HTTP_STATUS.get(result, 200), str(message_id)
-
-
-routes = [Route(capability.PATH_TEMPLATE, receive, methods=["POST"])]

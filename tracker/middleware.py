@@ -20,11 +20,10 @@ REQUEST_ID_HEADER = "x-request-id"
 # A caller's request id is echoed only if it is short and harmless.
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
-# Routes whose handlers write their own canonical line (with richer fields).
-SELF_LOGGING_ROUTES = frozenset({"/v1/callbacks/kimisms/{id}/{token}"})
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
+    """The caller's X-Request-ID if it is safe to echo, else a new one."""
     for name, value in scope.get("headers", []):
         if name == REQUEST_ID_HEADER.encode():
             candidate = bytes(value).decode("latin-1")
@@ -43,7 +42,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         started = time.perf_counter()
         status_code = 500
         response_started = False
@@ -78,7 +77,7 @@ class RequestContextMiddleware:
     @staticmethod
     def _log(scope: Scope, status_code: int, started: float) -> None:
         route = web.route_template(scope)
-        if route in SELF_LOGGING_ROUTES or (route in QUIET_ROUTES and status_code < 400):  # noqa: PLR2004
+        if route in QUIET_ROUTES and status_code < 400:  # noqa: PLR2004
             return
         state = scope.get("state") or {}
         log.info(

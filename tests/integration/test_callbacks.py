@@ -274,6 +274,80 @@ async def test_a_bad_token_is_404_counted_and_stores_nothing(
     assert await count(database, models.CallbackReceipt, message_id) == 0
 
 
+async def test_callback_paths_of_another_shape_are_404_and_other_methods_405(
+    client: httpx.AsyncClient, settings: Settings, database: db.Database
+) -> None:
+    """The fast path takes only ``{id}/{token}``; a GET still gets the route's 405."""
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    good_path = path_for(settings, message_id)
+    for path in [f"{good_path}/extra", f"/v1/callbacks/kimisms/{message_id}/", good_path + "/"]:
+        response = await client.post(path, content=json.dumps(report()))
+        assert response.status_code == 404, path
+        assert response.json() == {"detail": "not found"}
+    response = await client.get(good_path)
+    assert response.status_code == 405
+    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+
+
+async def test_a_callback_answer_carries_a_request_id(
+    client: httpx.AsyncClient, settings: Settings, database: db.Database
+) -> None:
+    """A safe caller-sent X-Request-ID is echoed (and logged); otherwise one is made up."""
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    path = path_for(settings, message_id)
+    with capture_logs() as captured:
+        echoed = await client.post(
+            path, content=json.dumps(report()), headers={"X-Request-ID": "kimisms-42"}
+        )
+    assert echoed.headers["x-request-id"] == "kimisms-42"
+    assert [e["request_id"] for e in captured if e["event"] == "callback_received"] == [
+        "kimisms-42"
+    ]
+    made_up = await client.post(
+        path, content=json.dumps(report()), headers={"X-Request-ID": "no spaces allowed"}
+    )
+    assert len(made_up.headers["x-request-id"]) == 32
+    assert made_up.json() == {"received": True, "outcome": "duplicate"}
+
+
+async def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(
+    client: httpx.AsyncClient, settings: Settings, database: db.Database
+) -> None:
+    """A Content-Length past 16 KB is a 413 at once, and a chunked body past it too."""
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    path = path_for(settings, message_id)
+
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b"x" * 1024
+
+    response = await client.post(path, content=chunks())
+    assert response.status_code == 413
+    assert response.json() == {"detail": "callback body too large"}
+    assert await count(database, models.CallbackReceipt, message_id) == 0
+
+
+async def test_an_unexpected_error_is_a_logged_500_with_the_request_id(
+    settings: Settings, database: db.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug on the fast path answers a bare 500 (no traceback) and is logged once."""
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    app = create_app(settings)
+
+    async def broken(_receipt: reports.Receipt) -> callbacks.Result:
+        raise RuntimeError("bug")
+
+    async with running(app) as http:
+        monkeypatch.setattr(app.state.services.callbacks, "submit", broken)
+        with capture_logs() as captured:
+            response = await http.post(path_for(settings, message_id), content=b"{}")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error"}
+    errors = [e for e in captured if e["event"] == "unhandled_exception"]
+    assert [e["request_id"] for e in errors] == [response.headers["x-request-id"]]
+    assert "bug" not in response.text
+
+
 async def test_urls_signed_with_a_rotated_out_key_still_verify(
     make_settings: SettingsFactory, database_url: str, database: db.Database
 ) -> None:
