@@ -17,7 +17,7 @@ from typing import Literal
 
 from sqlalchemy import text
 
-from tracker import db, logs, metrics, reports
+from tracker import db, logs, metrics, receipt_store, receipt_writer, reports
 from tracker.spool import Spool
 
 log = logs.get_logger(__name__)
@@ -44,6 +44,7 @@ class Ingester:
         self.database = database
         self.spool = spool
         self.deadline_seconds = deadline_seconds
+        self.writer = receipt_writer.for_database(database, deadline_seconds)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._broken_until = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -64,6 +65,7 @@ class Ingester:
         while not self._queue.empty():  # nothing acknowledged may be dropped
             pending = self._queue.get_nowait()
             await self._spool_and_resolve([pending])
+        await self.writer.close()
 
     async def submit(self, receipt: reports.Receipt) -> Result:
         """Apply (or spool) one receipt; returns only once it is durable."""
@@ -106,11 +108,7 @@ class Ingester:
                     pending.future.set_result(outcome)
 
     async def _apply(self, batch: list[_Pending]) -> list[reports.Outcome]:
-        receipts = [p.receipt for p in batch]
-        async with asyncio.timeout(self.deadline_seconds), self.database.write() as session:
-            return await reports.apply_receipts(
-                session, receipts, deadline_seconds=self.deadline_seconds
-            )
+        return await self.writer.apply([p.receipt for p in batch])
 
     async def _spool_and_resolve(self, batch: list[_Pending]) -> None:
         try:
@@ -176,7 +174,7 @@ async def _replay_batch(database: db.Database, spool: Spool, batch: list[reports
 
 async def _apply_in_own_transaction(database: db.Database, batch: list[reports.Receipt]) -> None:
     async with database.write() as session:
-        await reports.apply_receipts(session, batch)
+        await receipt_store.apply_receipts(session, batch)
 
 
 async def _check_reachable(database: db.Database, error: Exception) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,8 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def configure_sqlite_connection(dbapi_connection: Any) -> None:
+    """WAL, the busy timeout and foreign keys; transactions begun explicitly."""
     # Let SQLAlchemy, not the driver, decide when a transaction starts, so that
     # write() can issue BEGIN IMMEDIATE itself.
     dbapi_connection.isolation_level = None
@@ -73,6 +74,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    configure_sqlite_connection(dbapi_connection)
 
 
 def _sqlite_on_begin(conn: Any) -> None:
@@ -137,10 +142,15 @@ class Database:
         async with self._sessions() as session:
             yield session
 
+    def write_lock(self) -> AbstractAsyncContextManager[None]:
+        """Held by every writer in this process while it writes (SQLite allows one
+        writer at a time; on PostgreSQL it is no lock at all)."""
+        return self._write_lock or _NO_LOCK
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one write transaction, committed on success."""
-        async with self._write_lock or _NO_LOCK, self._sessions() as session:
+        async with self.write_lock(), self._sessions() as session:
             options = {"sqlite_begin": "IMMEDIATE"} if self.is_sqlite else {}
             await session.connection(execution_options=options)
             try:

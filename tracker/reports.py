@@ -1,10 +1,10 @@
-"""Applying delivery reports (callbacks) to messages: all their SQL lives here.
+"""Delivery reports (callbacks): what a receipt says and what a batch of them does.
 
-A batch of receipts is applied in one transaction (group commit): receipts
-already stored are duplicates and change nothing; every other receipt is stored
-raw, with its outcome, next to the status change it caused. Status moves are
-conditional UPDATEs (``WHERE rank < :new_rank``), so a stale or out-of-order
-report can never move a message backwards, whatever else runs concurrently.
+Pure code: ``parse_report`` reads a body, ``plan`` decides a batch from the
+stored state of its messages, and ``receipt_store`` runs the statements. A
+receipt already stored is a duplicate and changes nothing; every other receipt
+is stored raw, with its outcome, next to the status change it caused. Moves
+only go forward (the rank), and the store repeats that guard in SQL.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import logs, messages
 
@@ -202,7 +201,7 @@ _SYSTEMIC_ERRORS = (
 
 
 @dataclass
-class _Snapshot:
+class Snapshot:
     """What the batch knows of a message, kept current as the batch applies."""
 
     status: messages.Status
@@ -210,7 +209,7 @@ class _Snapshot:
     provider_message_id: str | None
 
 
-def _contradiction(report: Report, message: _Snapshot) -> str | None:
+def _contradiction(report: Report, message: Snapshot) -> str | None:
     if report.contact is not None and report.contact.lstrip("+") != message.contact:
         return "contact differs from the message's"
     stored, reported = message.provider_message_id, report.provider_message_id
@@ -223,7 +222,13 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class _Move(NamedTuple):
+def _aware(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:  # the rule of db.UTCDateTime
+        raise ValueError("naive datetime: the tracker stores aware UTC timestamps only")
+    return value
+
+
+class Move(NamedTuple):
     message_id: uuid.UUID
     rank: int
     status: str
@@ -232,7 +237,7 @@ class _Move(NamedTuple):
     provider_message_id: str | None
 
 
-class _ReceiptRow(NamedTuple):
+class ReceiptRow(NamedTuple):
     message_id: uuid.UUID
     dedupe_key: str
     body: str
@@ -241,7 +246,7 @@ class _ReceiptRow(NamedTuple):
     received_at: dt.datetime
 
 
-class _EventRow(NamedTuple):
+class EventRow(NamedTuple):
     message_id: uuid.UUID
     from_status: str | None
     to_status: str | None
@@ -251,22 +256,22 @@ class _EventRow(NamedTuple):
 
 
 @dataclass
-class _Plan:
+class Plan:
     """What a batch will write, decided from the snapshots."""
 
     now: dt.datetime
     outcomes: list[Outcome] = field(default_factory=list)
-    moves: dict[uuid.UUID, _Move] = field(default_factory=dict)  # the last move wins
+    moves: dict[uuid.UUID, Move] = field(default_factory=dict)  # the last move wins
     adoptions: dict[uuid.UUID, str] = field(default_factory=dict)  # for messages not moved
-    receipts: list[_ReceiptRow] = field(default_factory=list)
-    events: list[_EventRow] = field(default_factory=list)
+    receipts: list[ReceiptRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
 
 
 Decision = tuple[Outcome, str | None, messages.Status | None]
 
 
 def _decide(
-    plan: _Plan, receipt: Receipt, report: Report | None, message: _Snapshot | None
+    plan: Plan, receipt: Receipt, report: Report | None, message: Snapshot | None
 ) -> Decision:
     """(outcome, detail, new status) for one receipt; updates the snapshot and plan."""
     if report is None:
@@ -288,7 +293,7 @@ def _decide(
     # The move carries the adopted provider id itself, so no message is the
     # target of two UPDATEs in one statement (PostgreSQL applies only one).
     plan.adoptions.pop(receipt.message_id, None)
-    plan.moves[receipt.message_id] = _Move(
+    plan.moves[receipt.message_id] = Move(
         receipt.message_id,
         messages.RANK[target],
         target.value,
@@ -300,7 +305,7 @@ def _decide(
     return Outcome.APPLIED, f"provider reported {report.status!r}", target
 
 
-def _adopt(plan: _Plan, message_id: uuid.UUID, provider_message_id: str) -> None:
+def _adopt(plan: Plan, message_id: uuid.UUID, provider_message_id: str) -> None:
     """Record the provider's id on the message: in its move if the batch already
     moves it (one UPDATE per message per statement: PostgreSQL applies only one)."""
     move = plan.moves.get(message_id)
@@ -321,36 +326,31 @@ def _no_move(receipt: Receipt, report: Report, kind: messages.ReportKind) -> Dec
     return Outcome.INTERIM, f"interim status {report.status!r}", None
 
 
-async def apply_receipts(
-    session: AsyncSession, receipts: list[Receipt], *, deadline_seconds: float | None = None
-) -> list[Outcome]:
-    """Apply a batch in the caller's transaction; one outcome per receipt, in order.
+def plan(
+    receipts: list[Receipt], snapshots: dict[uuid.UUID, Snapshot], seen: dict[str, str]
+) -> Plan:
+    """Decide a batch: one outcome per receipt, in order, and the rows to write.
 
-    With ``deadline_seconds``, no statement waits longer than that for a lock or
-    to finish (PostgreSQL; SQLite's busy_timeout covers the write lock).
+    ``snapshots`` are the batch's messages as stored (locked, or read under the
+    write lock); ``seen`` maps the dedupe keys already stored to their outcome.
+    Both are updated as the batch goes, so a batch holding two reports for one
+    message decides the second from the first.
     """
-    sql: _SQLite | _PostgreSQL
-    sql, driver = await _begin(session, deadline_seconds)
-    snapshots = await sql.snapshots(driver, {r.message_id for r in receipts})
-    # Read after the locks: a concurrent batch holding one of these messages (the
-    # replayer's) has committed by now, so its receipts count as duplicates here.
-    seen = await sql.known_dedupe_keys(driver, {r.dedupe_key for r in receipts})
-    plan = _Plan(now=_utcnow())
+    result = Plan(now=_utcnow())
     for receipt in receipts:
         if receipt.dedupe_key in seen:
-            plan.outcomes.append(_repeated(seen[receipt.dedupe_key]))
+            result.outcomes.append(_repeated(seen[receipt.dedupe_key]))
             continue
         report = parse_report(receipt.body)
         snapshot = snapshots.get(receipt.message_id)
         before = snapshot.status if snapshot else None
-        outcome, detail, moved_to = _decide(plan, receipt, report, snapshot)
+        outcome, detail, moved_to = _decide(result, receipt, report, snapshot)
         seen[receipt.dedupe_key] = outcome.value
-        plan.outcomes.append(outcome)
-        plan.receipts.append(_receipt_row(receipt, outcome))
+        result.outcomes.append(outcome)
+        result.receipts.append(_receipt_row(receipt, outcome))
         if snapshot is not None:
-            plan.events.append(_event_row(receipt, report, before, moved_to, detail))
-    await sql.write(driver, plan)
-    return plan.outcomes
+            result.events.append(_event_row(receipt, report, before, moved_to, detail))
+    return result
 
 
 def _repeated(first_outcome: str) -> Outcome:
@@ -368,8 +368,8 @@ def _known_fields(report: Report) -> dict[str, Any]:
     return {key: report.payload[key] for key in REPORT_FIELDS if key in report.payload}
 
 
-def _receipt_row(receipt: Receipt, outcome: Outcome) -> _ReceiptRow:
-    return _ReceiptRow(
+def _receipt_row(receipt: Receipt, outcome: Outcome) -> ReceiptRow:
+    return ReceiptRow(
         receipt.message_id,
         receipt.dedupe_key,
         storable_text(receipt.body),
@@ -385,9 +385,9 @@ def _event_row(
     before: messages.Status | None,
     moved_to: messages.Status | None,
     detail: str | None,
-) -> _EventRow:
+) -> EventRow:
     payload = _known_fields(report) if report else {"raw": storable_text(receipt.body[:1000])}
-    return _EventRow(
+    return EventRow(
         receipt.message_id,
         before.value if before else None,
         moved_to.value if moved_to else None,
@@ -395,221 +395,3 @@ def _event_row(
         json.dumps(payload),
         _aware(receipt.received_at),
     )
-
-
-# --- the statements, per database ---------------------------------------------
-#
-# A batch is a handful of set-based statements sent straight to the driver of
-# the session's connection, inside the transaction SQLAlchemy opened and will
-# commit or roll back. Through SQLAlchemy the same batch cost several times
-# more: per-row bind processing, and on SQLite three or four trips to the
-# driver's thread per statement where the driver needs one. Values are passed
-# in the forms the models' column types store (Uuid, UTCDateTime, JSON); tests
-# read the rows back through the ORM to keep the two in step.
-
-
-async def _begin(
-    session: AsyncSession, deadline_seconds: float | None
-) -> tuple[_SQLite | _PostgreSQL, Any]:
-    """The statements for the session's database, and its driver connection in an
-    open transaction."""
-    connection = await session.connection()
-    postgresql = connection.dialect.name == "postgresql"
-    if postgresql:  # through SQLAlchemy, so that its driver adapter opens the transaction
-        await connection.exec_driver_sql(_PostgreSQL.BEGIN, (_timeout_ms(deadline_seconds),))
-    # (On SQLite, Database.write() has already begun it: BEGIN IMMEDIATE.)
-    driver: Any = (await connection.get_raw_connection()).driver_connection
-    if not (driver.is_in_transaction() if postgresql else driver.in_transaction):
-        # Statements outside a transaction would each commit on their own.
-        raise RuntimeError("apply_receipts needs a session in a write transaction")
-    return (_POSTGRESQL if postgresql else _SQLITE), driver
-
-
-def _timeout_ms(deadline_seconds: float | None) -> str:
-    return str(int(deadline_seconds * 1000)) if deadline_seconds else "0"  # 0: no limit
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:  # the rule of db.UTCDateTime
-        raise ValueError("naive datetime: the tracker stores aware UTC timestamps only")
-    return value
-
-
-def _sqlite_time(value: dt.datetime) -> str:
-    """UTCDateTime's text on SQLite: naive UTC, always with microseconds."""
-    return _aware(value).astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _snapshot(row: Any) -> _Snapshot:
-    return _Snapshot(messages.Status(row[1]), row[2], row[3])
-
-
-def _json_dumps(value: Any) -> str:
-    # Raw UTF-8, not \u escapes: no surrogate pairs for SQLite's JSON reader.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-class _SQLite:
-    """One statement per table, the whole batch in one JSON parameter (json_each).
-
-    The driver releases the GIL around each step of a statement and must take
-    it back from the event loop's thread after every one; executemany steps once
-    per row, so a batch would hand the GIL back and forth hundreds of times.
-    Ids are stored as 32 hex digits (SQLAlchemy's Uuid on SQLite). Needs SQLite
-    3.33 (UPDATE ... FROM) with JSON1, as every supported Python build has.
-    """
-
-    SNAPSHOTS = (
-        "SELECT id, status, contact, provider_message_id FROM messages"
-        " WHERE id IN (SELECT value FROM json_each(?))"
-    )
-    KNOWN = (
-        "SELECT dedupe_key, outcome FROM callback_receipts"
-        " WHERE dedupe_key IN (SELECT value FROM json_each(?))"
-    )
-    # Each JSON row [a, b, ...] is read back with json_extract(value, '$[n]').
-    # coalesce() rather than "AND provider_message_id IS NULL": with that term
-    # the planner walks every message without a provider id (all queued ones).
-    ADOPT = """
-        UPDATE messages SET provider_message_id = coalesce(messages.provider_message_id, a.pmid)
-        FROM (
-            SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS pmid
-            FROM json_each(?)
-        ) AS a
-        WHERE messages.id = a.id
-    """
-    # The rank guard repeats the decision made from the snapshot: never backwards.
-    MOVE = """
-        UPDATE messages SET status = m.status, rank = m.rank,
-            provider_status = m.provider_status, provider_description = m.description,
-            provider_message_id = coalesce(messages.provider_message_id, m.pmid),
-            lease_until = NULL, final_at = ?, updated_at = ?
-        FROM (
-            SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS rank,
-                json_extract(value, '$[2]') AS status,
-                json_extract(value, '$[3]') AS provider_status,
-                json_extract(value, '$[4]') AS description, json_extract(value, '$[5]') AS pmid
-            FROM json_each(?)
-        ) AS m
-        WHERE messages.id = m.id AND messages.rank < m.rank
-    """
-    RECEIPTS = """
-        INSERT INTO callback_receipts (message_id, dedupe_key, body, remote_addr, outcome,
-                                       received_at, applied_at)
-        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-            json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-            json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?
-        FROM json_each(?)
-        WHERE true  -- SQLite's parser needs a WHERE before ON CONFLICT here
-        ON CONFLICT DO NOTHING
-    """
-    EVENTS = """
-        INSERT INTO message_events (message_id, from_status, to_status, source, detail,
-                                    payload, created_at)
-        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-            json_extract(value, '$[2]'), 'callback', json_extract(value, '$[3]'),
-            json_extract(value, '$[4]'), json_extract(value, '$[5]')
-        FROM json_each(?)
-    """
-
-    async def snapshots(self, driver: Any, ids: set[uuid.UUID]) -> dict[uuid.UUID, _Snapshot]:
-        by_hex = {i.hex: i for i in ids}
-        rows = await driver.execute_fetchall(self.SNAPSHOTS, (_json_dumps(list(by_hex)),))
-        return {by_hex[row[0]]: _snapshot(row) for row in rows}
-
-    async def known_dedupe_keys(self, driver: Any, keys: set[str]) -> dict[str, str]:
-        """Receipts already stored: dedupe key -> the outcome recorded for it."""
-        rows = await driver.execute_fetchall(self.KNOWN, (_json_dumps(list(keys)),))
-        return {row[0]: row[1] for row in rows}
-
-    async def write(self, driver: Any, plan: _Plan) -> None:
-        now = _sqlite_time(plan.now)
-        run = driver.execute_fetchall  # one trip to the driver's thread per statement
-        if plan.adoptions:
-            adoptions = [[i.hex, pmid] for i, pmid in plan.adoptions.items()]
-            await run(self.ADOPT, (_json_dumps(adoptions),))
-        if plan.moves:
-            moves = [[m.message_id.hex, *m[1:]] for m in plan.moves.values()]
-            await run(self.MOVE, (now, now, _json_dumps(moves)))
-        if plan.receipts:
-            receipts = [
-                [r.message_id.hex, *r[1:5], _sqlite_time(r.received_at)] for r in plan.receipts
-            ]
-            await run(self.RECEIPTS, (now, _json_dumps(receipts)))
-        if plan.events:
-            events = [[e.message_id.hex, *e[1:5], _sqlite_time(e.created_at)] for e in plan.events]
-            await run(self.EVENTS, (_json_dumps(events),))
-
-
-class _PostgreSQL:
-    """A server round trip per statement, so the writes are one statement (CTEs
-    over unnest() of array parameters) whatever the batch size."""
-
-    # Per transaction (SET LOCAL): the deadline, and custom plans, because a
-    # generic plan cached while a table was small (a seq scan) would be kept
-    # until the next ANALYZE and make every batch slower than the last.
-    BEGIN = (
-        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true),"
-        " set_config('plan_cache_mode', 'force_custom_plan', true)"
-    )
-    # FOR UPDATE in id order: concurrent batches cannot deadlock, and the
-    # snapshot stays true until commit, so decisions made from it hold.
-    SNAPSHOTS = (
-        "SELECT id, status, contact, provider_message_id FROM messages"
-        " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
-    )
-    KNOWN = "SELECT dedupe_key, outcome FROM callback_receipts WHERE dedupe_key = ANY($1::text[])"
-    WRITE = """
-        WITH adopted AS (
-            UPDATE messages SET provider_message_id = a.pmid
-            FROM unnest($1::uuid[], $2::text[]) AS a (id, pmid)
-            WHERE messages.id = a.id AND messages.provider_message_id IS NULL
-        ), moved AS (
-            UPDATE messages SET status = m.status, rank = m.rank,
-                provider_status = m.provider_status, provider_description = m.description,
-                provider_message_id = coalesce(messages.provider_message_id, m.pmid),
-                lease_until = NULL, final_at = $9, updated_at = $9
-            FROM unnest($3::uuid[], $4::smallint[], $5::text[], $6::text[], $7::text[],
-                        $8::text[]) AS m (id, rank, status, provider_status, description, pmid)
-            WHERE messages.id = m.id AND messages.rank < m.rank
-        ), receipts AS (
-            INSERT INTO callback_receipts (message_id, dedupe_key, body, remote_addr, outcome,
-                                           received_at, applied_at)
-            SELECT r.*, $9 FROM unnest($10::uuid[], $11::text[], $12::text[], $13::text[],
-                                       $14::text[], $15::timestamptz[]) AS r
-            ON CONFLICT DO NOTHING
-        )
-        INSERT INTO message_events (message_id, from_status, to_status, source, detail,
-                                    payload, created_at)
-        SELECT e.id, e.from_status, e.to_status, 'callback', e.detail, e.payload::json, e.at
-        FROM unnest($16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[],
-                    $21::timestamptz[]) AS e (id, from_status, to_status, detail, payload, at)
-    """
-
-    async def snapshots(self, driver: Any, ids: set[uuid.UUID]) -> dict[uuid.UUID, _Snapshot]:
-        rows = await driver.fetch(self.SNAPSHOTS, list(ids))
-        return {uuid.UUID(int=row[0].int): _snapshot(row) for row in rows}
-
-    async def known_dedupe_keys(self, driver: Any, keys: set[str]) -> dict[str, str]:
-        """Receipts already stored: dedupe key -> the outcome recorded for it."""
-        return {row[0]: row[1] for row in await driver.fetch(self.KNOWN, list(keys))}
-
-    async def write(self, driver: Any, plan: _Plan) -> None:
-        await driver.execute(
-            self.WRITE,
-            list(plan.adoptions),
-            list(plan.adoptions.values()),
-            *_columns(list(plan.moves.values()), len(_Move._fields)),
-            plan.now,
-            *_columns(plan.receipts, len(_ReceiptRow._fields)),
-            *_columns(plan.events, len(_EventRow._fields)),
-        )
-
-
-def _columns(rows: list[Any], width: int) -> list[list[Any]]:
-    """Rows to one list per column: the array parameters of an unnest()."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
-
-
-_SQLITE = _SQLite()
-_POSTGRESQL = _PostgreSQL()

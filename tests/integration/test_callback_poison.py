@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from tests.factories import add_message, fetch_message
 from tests.integration.test_callbacks import PROVIDER_ID, post, report
-from tracker import callbacks, db, messages, metrics, models, reports
+from tracker import callbacks, db, messages, metrics, models, receipt_store, reports
 from tracker.settings import Settings
 from tracker.spool import Spool
 
@@ -81,7 +81,7 @@ async def test_poison_reports_in_a_group_commit_leave_the_others_applied(
         for n in range(6)
     ]
     async with database.write() as session:
-        outcomes = await reports.apply_receipts(
+        outcomes = await receipt_store.apply_receipts(
             session, [receipt_for(i, b) for i, b in zip(ids, bodies, strict=True)]
         )
     assert outcomes == [reports.Outcome.APPLIED, reports.Outcome.MALFORMED] * 3

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from tests.conftest import SettingsFactory, running
 from tests.factories import add_message, fetch_message
-from tracker import callbacks, capability, db, messages, metrics, models, reports
+from tracker import callbacks, capability, db, messages, metrics, models, receipt_store, reports
 from tracker.app import create_app
 from tracker.settings import Settings
 from tracker.spool import Spool
@@ -200,7 +200,7 @@ async def test_a_batch_that_moves_a_message_then_learns_its_provider_id_keeps_bo
     anonymous = {k: v for k, v in report().items() if k != "message_id"}
     bodies = [json.dumps(anonymous), json.dumps(report("Pending"))]
     async with database.write() as session:
-        outcomes = await reports.apply_receipts(
+        outcomes = await receipt_store.apply_receipts(
             session, [reports.Receipt(message_id, b, "127.0.0.1", db.utcnow()) for b in bodies]
         )
     assert outcomes == [reports.Outcome.APPLIED, reports.Outcome.INTERIM]

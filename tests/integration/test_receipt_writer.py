@@ -1,0 +1,138 @@
+"""The ingester's own connection: one short transaction per batch, within the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from tests.factories import add_message, fetch_message
+from tracker import callbacks, db, messages, receipt_store, receipt_writer, reports
+from tracker.spool import Spool
+
+DEADLINE = 0.5
+ENDLESS_QUERY = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+)
+
+
+def receipt(message_id: uuid.UUID, status: str = "Delivered") -> reports.Receipt:
+    body = json.dumps({"message_id": "p-1", "contact": "254712345678", "status": status})
+    return reports.Receipt(message_id, body, "127.0.0.1", db.utcnow())
+
+
+async def test_a_batch_is_applied_and_the_connection_reused(database: db.Database) -> None:
+    """Two batches on one writer: both applied, duplicates recognised across them."""
+    message_id = await add_message(database)
+    writer = receipt_writer.for_database(database, DEADLINE)
+    try:
+        assert await writer.apply([receipt(message_id)]) == [reports.Outcome.APPLIED]
+        assert await writer.apply([receipt(message_id), receipt(message_id, "Failed")]) == [
+            reports.Outcome.DUPLICATE,
+            reports.Outcome.STALE,
+        ]
+    finally:
+        await writer.close()
+    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_sqlite_statement_past_the_deadline_is_interrupted(
+    database: db.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite itself stops a runaway batch at the deadline; the next batch works."""
+    message_id = await add_message(database)
+    real_apply = receipt_store.apply_on_sqlite
+
+    def endless(connection: sqlite3.Connection, _receipts: list[reports.Receipt]) -> None:
+        connection.execute(ENDLESS_QUERY).fetchall()
+
+    writer = receipt_writer.for_database(database, DEADLINE)
+    try:
+        monkeypatch.setattr(receipt_store, "apply_on_sqlite", endless)
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+            await writer.apply([receipt(message_id)])
+        assert time.monotonic() - started < DEADLINE + 1.0
+        monkeypatch.setattr(receipt_store, "apply_on_sqlite", real_apply)
+        assert await writer.apply([receipt(message_id)]) == [reports.Outcome.APPLIED]
+    finally:
+        await writer.close()
+
+
+async def test_a_held_lock_spools_within_the_deadline_and_nothing_is_lost(
+    database: db.Database, database_url: str, tmp_path: Path
+) -> None:
+    """Another writer holding the lock: the callback is spooled in time, then replayed once."""
+    message_id = await add_message(database)
+    spool = Spool(tmp_path / "spool.jsonl")
+    ingester = callbacks.Ingester(database, spool, deadline_seconds=DEADLINE)
+    await ingester.start(replay_interval=3600)
+    release = await _hold_the_write_lock(database, database_url, message_id)
+    try:
+        started = time.monotonic()
+        assert await ingester.submit(receipt(message_id)) == callbacks.SPOOLED
+        assert time.monotonic() - started < 2 * DEADLINE + 1.0
+    finally:
+        await release()
+        await ingester.stop()
+    assert await callbacks.replay(database, spool) == 1
+    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+
+
+async def _hold_the_write_lock(
+    database: db.Database, database_url: str, message_id: uuid.UUID
+) -> Callable[[], Awaitable[None]]:
+    """Lock what the ingester must write (another process would do the same)."""
+    if database.is_sqlite:
+        path = database.engine.url.database
+        assert path is not None
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+
+        async def release_sqlite() -> None:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+        return release_sqlite
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    transaction = connection.transaction()
+    await transaction.start()
+    await connection.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", message_id)
+
+    async def release_postgresql() -> None:
+        await transaction.rollback()
+        await connection.close()
+
+    return release_postgresql
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_lost_postgresql_connection_is_replaced(database: db.Database) -> None:
+    """A terminated backend fails one batch; the next batch opens a new connection."""
+    message_id = await add_message(database)
+    writer = receipt_writer.for_database(database, DEADLINE)
+    assert isinstance(writer, receipt_writer.PostgreSQLWriter)
+    try:
+        assert await writer.apply([receipt(message_id, "Sent")]) == [reports.Outcome.INTERIM]
+        async with database.write() as session:
+            await session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'tracker-callbacks' AND datname = current_database()"
+                )
+            )
+        await asyncio.sleep(0.1)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await writer.apply([receipt(message_id)])
+        assert await writer.apply([receipt(message_id)]) == [reports.Outcome.APPLIED]
+    finally:
+        await writer.close()

@@ -1,0 +1,268 @@
+"""The statements that apply a batch of receipts, per database.
+
+A batch is a handful of set-based statements sent straight to the driver,
+inside a transaction: the reads that ``reports.plan`` decides from, then the
+writes it planned. Through SQLAlchemy the same batch cost several times more
+(per-row bind processing, and on SQLite several trips to the driver's thread
+per statement). Values are passed in the forms the models' column types store
+(Uuid, UTCDateTime, JSON); tests read the rows back through the ORM to keep the
+two in step.
+
+``apply_receipts`` runs a batch in an SQLAlchemy session (the replayer, the
+CLI); ``receipt_writer`` runs the same statements on the ingester's own
+connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker import messages, reports
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+async def apply_receipts(
+    session: AsyncSession, receipts: list[reports.Receipt], *, deadline_seconds: float | None = None
+) -> list[reports.Outcome]:
+    """Apply a batch in the session's write transaction; one outcome per receipt.
+
+    With ``deadline_seconds``, no statement waits longer than that for a lock or
+    to finish (PostgreSQL; SQLite's busy_timeout covers the write lock).
+    """
+    connection = await session.connection()
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql:  # through SQLAlchemy, so that its driver adapter opens the transaction
+        await connection.exec_driver_sql(POSTGRESQL_TIMEOUTS, (_timeout_ms(deadline_seconds),))
+    # (On SQLite, Database.write() has already begun it: BEGIN IMMEDIATE.)
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    if not (driver.is_in_transaction() if postgresql else driver.in_transaction):
+        # Statements outside a transaction would each commit on their own.
+        raise RuntimeError("apply_receipts needs a session in a write transaction")
+    if postgresql:
+        return await apply_on_postgresql(driver, receipts)
+    snapshots, seen = _SQLite.decode_reads(
+        receipts, await driver.execute_fetchall(*_SQLite.reads(receipts))
+    )
+    plan = reports.plan(receipts, snapshots, seen)
+    for statement in _SQLite.writes(plan):
+        await driver.execute_fetchall(*statement)
+    return plan.outcomes
+
+
+def apply_on_sqlite(
+    connection: sqlite3.Connection, receipts: list[reports.Receipt]
+) -> list[reports.Outcome]:
+    """The batch on a plain sqlite3 connection, in the transaction the caller began."""
+    rows = connection.execute(*_SQLite.reads(receipts)).fetchall()
+    plan = reports.plan(receipts, *_SQLite.decode_reads(receipts, rows))
+    for statement in _SQLite.writes(plan):
+        connection.execute(*statement)
+    return plan.outcomes
+
+
+async def apply_on_postgresql(
+    driver: Any, receipts: list[reports.Receipt]
+) -> list[reports.Outcome]:
+    """The batch on an asyncpg connection, in the transaction the caller began."""
+    rows = await driver.fetch(_PostgreSQL.SNAPSHOTS, list({r.message_id for r in receipts}))
+    snapshots = {uuid.UUID(int=row[0].int): _snapshot(row) for row in rows}
+    # Read after the locks: a concurrent batch holding one of these messages (the
+    # replayer's) has committed by now, so its receipts count as duplicates here.
+    known = await driver.fetch(_PostgreSQL.KNOWN, list({r.dedupe_key for r in receipts}))
+    plan = reports.plan(receipts, snapshots, {row[0]: row[1] for row in known})
+    await driver.execute(_PostgreSQL.WRITE, *_PostgreSQL.parameters(plan))
+    return plan.outcomes
+
+
+# Per transaction (SET LOCAL): the deadline, and custom plans, because a generic
+# plan cached while a table was small (a seq scan) would be kept until the next
+# ANALYZE and make every batch slower than the last.
+POSTGRESQL_TIMEOUTS = (
+    "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true),"
+    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+)
+
+
+def _timeout_ms(deadline_seconds: float | None) -> str:
+    return str(int(deadline_seconds * 1000)) if deadline_seconds else "0"  # 0: no limit
+
+
+def _sqlite_time(value: dt.datetime) -> str:
+    """UTCDateTime's text on SQLite: naive UTC, always with microseconds."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _snapshot(row: Any) -> reports.Snapshot:
+    return reports.Snapshot(messages.Status(row[1]), row[2], row[3])
+
+
+def _json_dumps(value: Any) -> str:
+    # Raw UTF-8, not \u escapes: no surrogate pairs for SQLite's JSON reader.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _SQLite:
+    """One statement per table, the whole batch in one JSON parameter (json_each).
+
+    The driver releases the GIL around each step of a statement and must take
+    it back after every one; executemany steps once per row, so a batch would
+    hand the GIL back and forth hundreds of times. The batch's writer holds
+    the write lock (BEGIN IMMEDIATE) before it reads, so one read serves for
+    the messages and the receipts already stored. Ids are stored as 32 hex
+    digits (SQLAlchemy's Uuid on SQLite). Needs SQLite 3.33 (UPDATE ... FROM)
+    with JSON1, as every supported Python build has.
+    """
+
+    READS = """
+        SELECT 'message', id, status, contact, provider_message_id FROM messages
+        WHERE id IN (SELECT value FROM json_each(?))
+        UNION ALL
+        SELECT 'receipt', dedupe_key, outcome, NULL, NULL FROM callback_receipts
+        WHERE dedupe_key IN (SELECT value FROM json_each(?))
+    """
+    # Each JSON row [a, b, ...] is read back with json_extract(value, '$[n]').
+    # coalesce() rather than "AND provider_message_id IS NULL": with that term
+    # the planner walks every message without a provider id (all queued ones).
+    ADOPT = """
+        UPDATE messages SET provider_message_id = coalesce(messages.provider_message_id, a.pmid)
+        FROM (
+            SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS pmid
+            FROM json_each(?)
+        ) AS a
+        WHERE messages.id = a.id
+    """
+    # The rank guard repeats the decision made from the snapshot: never backwards.
+    MOVE = """
+        UPDATE messages SET status = m.status, rank = m.rank,
+            provider_status = m.provider_status, provider_description = m.description,
+            provider_message_id = coalesce(messages.provider_message_id, m.pmid),
+            lease_until = NULL, final_at = ?, updated_at = ?
+        FROM (
+            SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS rank,
+                json_extract(value, '$[2]') AS status,
+                json_extract(value, '$[3]') AS provider_status,
+                json_extract(value, '$[4]') AS description, json_extract(value, '$[5]') AS pmid
+            FROM json_each(?)
+        ) AS m
+        WHERE messages.id = m.id AND messages.rank < m.rank
+    """
+    RECEIPTS = """
+        INSERT INTO callback_receipts (message_id, dedupe_key, body, remote_addr, outcome,
+                                       received_at, applied_at)
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+            json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+            json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?
+        FROM json_each(?)
+        WHERE true  -- SQLite's parser needs a WHERE before ON CONFLICT here
+        ON CONFLICT DO NOTHING
+    """
+    EVENTS = """
+        INSERT INTO message_events (message_id, from_status, to_status, source, detail,
+                                    payload, created_at)
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+            json_extract(value, '$[2]'), 'callback', json_extract(value, '$[3]'),
+            json_extract(value, '$[4]'), json_extract(value, '$[5]')
+        FROM json_each(?)
+    """
+
+    @classmethod
+    def reads(cls, receipts: list[reports.Receipt]) -> Statement:
+        ids = list({r.message_id.hex for r in receipts})
+        keys = list({r.dedupe_key for r in receipts})
+        return cls.READS, (_json_dumps(ids), _json_dumps(keys))
+
+    @staticmethod
+    def decode_reads(
+        receipts: list[reports.Receipt], rows: Iterable[Any]
+    ) -> tuple[dict[uuid.UUID, reports.Snapshot], dict[str, str]]:
+        """(snapshots by message id, dedupe key -> outcome of the receipts stored)."""
+        by_hex = {r.message_id.hex: r.message_id for r in receipts}
+        snapshots: dict[uuid.UUID, reports.Snapshot] = {}
+        seen: dict[str, str] = {}
+        for kind, key, *values in rows:
+            if kind == "message":
+                snapshots[by_hex[key]] = reports.Snapshot(messages.Status(values[0]), *values[1:])
+            else:
+                seen[key] = values[0]
+        return snapshots, seen
+
+    @classmethod
+    def writes(cls, plan: reports.Plan) -> list[Statement]:
+        now = _sqlite_time(plan.now)
+        statements: list[Statement] = []
+        if plan.adoptions:
+            adoptions = [[i.hex, pmid] for i, pmid in plan.adoptions.items()]
+            statements.append((cls.ADOPT, (_json_dumps(adoptions),)))
+        if plan.moves:
+            moves = [[m.message_id.hex, *m[1:]] for m in plan.moves.values()]
+            statements.append((cls.MOVE, (now, now, _json_dumps(moves))))
+        if plan.receipts:
+            rows = [[r.message_id.hex, *r[1:5], _sqlite_time(r.received_at)] for r in plan.receipts]
+            statements.append((cls.RECEIPTS, (now, _json_dumps(rows))))
+        if plan.events:
+            rows = [[e.message_id.hex, *e[1:5], _sqlite_time(e.created_at)] for e in plan.events]
+            statements.append((cls.EVENTS, (_json_dumps(rows),)))
+        return statements
+
+
+class _PostgreSQL:
+    """A server round trip per statement, so the writes are one statement (CTEs
+    over unnest() of array parameters) whatever the batch size."""
+
+    # FOR UPDATE in id order: concurrent batches cannot deadlock, and the
+    # snapshot stays true until commit, so decisions made from it hold.
+    SNAPSHOTS = (
+        "SELECT id, status, contact, provider_message_id FROM messages"
+        " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+    )
+    KNOWN = "SELECT dedupe_key, outcome FROM callback_receipts WHERE dedupe_key = ANY($1::text[])"
+    WRITE = """
+        WITH adopted AS (
+            UPDATE messages SET provider_message_id = a.pmid
+            FROM unnest($1::uuid[], $2::text[]) AS a (id, pmid)
+            WHERE messages.id = a.id AND messages.provider_message_id IS NULL
+        ), moved AS (
+            UPDATE messages SET status = m.status, rank = m.rank,
+                provider_status = m.provider_status, provider_description = m.description,
+                provider_message_id = coalesce(messages.provider_message_id, m.pmid),
+                lease_until = NULL, final_at = $9, updated_at = $9
+            FROM unnest($3::uuid[], $4::smallint[], $5::text[], $6::text[], $7::text[],
+                        $8::text[]) AS m (id, rank, status, provider_status, description, pmid)
+            WHERE messages.id = m.id AND messages.rank < m.rank
+        ), receipts AS (
+            INSERT INTO callback_receipts (message_id, dedupe_key, body, remote_addr, outcome,
+                                           received_at, applied_at)
+            SELECT r.*, $9 FROM unnest($10::uuid[], $11::text[], $12::text[], $13::text[],
+                                       $14::text[], $15::timestamptz[]) AS r
+            ON CONFLICT DO NOTHING
+        )
+        INSERT INTO message_events (message_id, from_status, to_status, source, detail,
+                                    payload, created_at)
+        SELECT e.id, e.from_status, e.to_status, 'callback', e.detail, e.payload::json, e.at
+        FROM unnest($16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[],
+                    $21::timestamptz[]) AS e (id, from_status, to_status, detail, payload, at)
+    """
+
+    @staticmethod
+    def parameters(plan: reports.Plan) -> list[Any]:
+        return [
+            list(plan.adoptions),
+            list(plan.adoptions.values()),
+            *_columns(list(plan.moves.values()), len(reports.Move._fields)),
+            plan.now,
+            *_columns(plan.receipts, len(reports.ReceiptRow._fields)),
+            *_columns(plan.events, len(reports.EventRow._fields)),
+        ]
+
+
+def _columns(rows: list[Any], width: int) -> list[list[Any]]:
+    """Rows to one list per column: the array parameters of an unnest()."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width

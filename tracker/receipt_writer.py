@@ -1,0 +1,170 @@
+"""The callback ingester's own database connection: one batch, one short trip.
+
+Through the SQLAlchemy pool, a group commit paid for a checkout, a session,
+BEGIN, COMMIT and the reset on return before any statement ran: about a
+millisecond of the event loop's time per batch, on the one route that is
+under outside load. The ingester writes only receipts, with statements of its
+own (``receipt_store``), so it keeps one connection of its own instead:
+
+- SQLite: a plain ``sqlite3`` connection on one thread; the whole transaction
+  (BEGIN IMMEDIATE to COMMIT) is a single call to that thread, and the deadline
+  is enforced inside SQLite (busy timeout, then a progress handler that aborts
+  the running statement).
+- PostgreSQL: one asyncpg connection whose session settings carry the
+  deadline (statement and lock timeouts), so a batch is BEGIN, three
+  statements and COMMIT.
+
+Either way a failed batch drops the connection (a new one is opened for the
+next batch), and the caller spools what it could not write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import sqlite3
+import time
+from typing import Any, Protocol
+
+import asyncpg
+
+from tracker import db, receipt_store, reports
+
+PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks (well under 1 ms)
+# Keyword arguments SQLAlchemy's asyncpg adapter takes for itself.
+_ADAPTER_ONLY = (
+    "async_creator_fn",
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+)
+
+
+class ReceiptWriter(Protocol):
+    async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]: ...
+
+    async def close(self) -> None: ...
+
+
+def for_database(database: db.Database, deadline_seconds: float) -> ReceiptWriter:
+    """The writer for the database's dialect, connecting like its engine does."""
+    engine = database.engine
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    if database.is_sqlite:
+        return SQLiteWriter(database, list(args), dict(kwargs), deadline_seconds)
+    return PostgreSQLWriter(dict(kwargs), deadline_seconds)
+
+
+class SQLiteWriter:
+    """A batch is one call to a dedicated thread holding a plain sqlite3 connection."""
+
+    def __init__(
+        self,
+        database: db.Database,
+        connect_args: list[Any],
+        connect_kwargs: dict[str, Any],
+        deadline_seconds: float,
+    ) -> None:
+        self._database = database
+        self._connect = (connect_args, connect_kwargs)
+        self._deadline = deadline_seconds
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, "callback-writer")
+        self._connection: sqlite3.Connection | None = None
+        self._give_up_at = 0.0  # monotonic; the progress handler aborts past it
+
+    async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
+        loop = asyncio.get_running_loop()
+        # Writers in this process take turns (SQLite has one writer at a time);
+        # waiting here is cheaper than SQLite's busy loop.
+        async with self._database.write_lock():
+            try:
+                return await loop.run_in_executor(self._thread, self._apply, receipts)
+            except asyncio.CancelledError:
+                self._give_up_at = 0.0  # the thread's statement stops at its next check
+                raise
+
+    def _apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
+        """On the writer's thread: the whole transaction, within the deadline."""
+        self._give_up_at = time.monotonic() + self._deadline
+        connection = self._connection or self._open()
+        try:
+            connection.execute("BEGIN IMMEDIATE")  # waits busy_timeout at most
+            outcomes = receipt_store.apply_on_sqlite(connection, receipts)
+            connection.execute("COMMIT")
+        except BaseException:
+            self._discard()  # closing rolls back whatever was begun
+            raise
+        return outcomes
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() > self._give_up_at
+
+    def _open(self) -> sqlite3.Connection:
+        args, kwargs = self._connect
+        connection: sqlite3.Connection = sqlite3.connect(*args, **kwargs)
+        db.configure_sqlite_connection(connection)
+        # A lock held elsewhere is waited for only as long as the deadline, and a
+        # running statement is aborted ("interrupted") once it is past it.
+        connection.execute(f"PRAGMA busy_timeout={int(self._deadline * 1000)}")
+        connection.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+        self._connection = connection
+        return connection
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._discard)
+        self._thread.shutdown(wait=True)
+
+
+class PostgreSQLWriter:
+    """One asyncpg connection with the deadline in its session settings."""
+
+    def __init__(self, connect_kwargs: dict[str, Any], deadline_seconds: float) -> None:
+        timeout_ms = str(int(deadline_seconds * 1000))
+        self._connect_kwargs = {
+            **{k: v for k, v in connect_kwargs.items() if k not in _ADAPTER_ONLY},
+            "timeout": deadline_seconds,
+            "server_settings": {
+                "application_name": "tracker-callbacks",
+                "statement_timeout": timeout_ms,
+                "lock_timeout": timeout_ms,
+                # A generic plan cached while a table was small (a seq scan) would
+                # be kept until the next ANALYZE and make every batch slower.
+                "plan_cache_mode": "force_custom_plan",
+            },
+        }
+        self._deadline = deadline_seconds
+        self._connection: asyncpg.Connection | None = None
+
+    async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
+        try:
+            async with asyncio.timeout(self._deadline):
+                connection = self._connection or await self._open()
+                async with connection.transaction():
+                    return await receipt_store.apply_on_postgresql(connection, receipts)
+        except BaseException:
+            self._discard()
+            raise
+
+    async def _open(self) -> asyncpg.Connection:
+        connection: asyncpg.Connection = await asyncpg.connect(**self._connect_kwargs)
+        self._connection = connection
+        return connection
+
+    def _discard(self) -> None:
+        """Drop the connection after a failure: its state is unknown."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), self._deadline)
