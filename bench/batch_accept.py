@@ -45,7 +45,7 @@ import asyncpg
 import httpx
 
 from tracker import auth, db, intake, logs, migrate, schemas
-from tracker.app import create_app
+from tracker.app import create_app, freeze_startup_objects
 from tracker.settings import Settings
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -148,6 +148,7 @@ async def api_run(url: str, body: bytes, size: int, *, with_key: bool) -> float:
         await database.dispose()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     app = create_app(settings)
+    freeze_startup_objects()  # as `tracker serve` does
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:

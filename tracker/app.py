@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,6 +39,15 @@ async def whoami(request: Request) -> JSONResponse:
     """The client and scopes of the calling key (lets an operator check a key)."""
     principal = await auth.require(request, services_of(request).database, auth.Scope.READ)
     return JSONResponse({"client": principal.client, "scopes": sorted(principal.scopes)})
+
+
+def freeze_startup_objects() -> None:
+    """Call once the app is built: what exists by then (modules, metadata, the app)
+    lives as long as the process. Frozen, it is left out of the collector's full
+    passes, which then walk only what requests leave behind (a 10,000-message
+    batch spent a fifth of its validation time in those passes)."""
+    gc.collect()
+    gc.freeze()
 
 
 class TrackerApp(Starlette):

@@ -89,7 +89,7 @@ def serve(
     """Run the HTTP service: internal API, callback receiver, probes and the dispatcher."""
     import uvicorn
 
-    from tracker.app import create_app
+    from tracker.app import create_app, freeze_startup_objects
 
     settings = load_settings()
     if not (sandbox or no_dispatcher):
@@ -98,6 +98,7 @@ def serve(
         if sandbox:
             settings = _with_sandbox(settings, stack, host, port, sandbox_port)
         app = create_app(settings, run_dispatcher=not no_dispatcher)
+        freeze_startup_objects()
         uvicorn.run(
             app,
             host=host,

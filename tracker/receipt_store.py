@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracker import messages, reports
 
 Statement = tuple[str, tuple[Any, ...]]
+# The highest rank that is not final: a report's status words are kept up to it.
+_NOT_FINAL_RANK = messages.RANK[messages.Status.PENDING]
 
 
 async def apply_receipts(
@@ -131,13 +133,23 @@ class _SQLite:
     # Each JSON row [a, b, ...] is read back with json_extract(value, '$[n]').
     # coalesce() rather than "AND provider_message_id IS NULL": with that term
     # the planner walks every message without a provider id (all queued ones).
-    ADOPT = """
-        UPDATE messages SET provider_message_id = coalesce(messages.provider_message_id, a.pmid)
+    # Status words are kept only while the message is not final (the rank guard
+    # repeats the planner's check).
+    NOTE = """
+        UPDATE messages SET
+            provider_message_id = coalesce(messages.provider_message_id, n.pmid),
+            provider_status = CASE WHEN n.status IS NOT NULL AND messages.rank <= ?1
+                THEN n.status ELSE messages.provider_status END,
+            provider_description = CASE WHEN n.status IS NOT NULL AND messages.rank <= ?1
+                THEN n.description ELSE messages.provider_description END,
+            updated_at = CASE WHEN n.status IS NOT NULL AND messages.rank <= ?1
+                THEN ?2 ELSE messages.updated_at END
         FROM (
-            SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS pmid
-            FROM json_each(?)
-        ) AS a
-        WHERE messages.id = a.id
+            SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS pmid,
+                json_extract(value, '$[2]') AS status, json_extract(value, '$[3]') AS description
+            FROM json_each(?3)
+        ) AS n
+        WHERE messages.id = n.id
     """
     # The rank guard repeats the decision made from the snapshot: never backwards.
     MOVE = """
@@ -198,9 +210,9 @@ class _SQLite:
     def writes(cls, plan: reports.Plan) -> list[Statement]:
         now = _sqlite_time(plan.now)
         statements: list[Statement] = []
-        if plan.adoptions:
-            adoptions = [[i.hex, pmid] for i, pmid in plan.adoptions.items()]
-            statements.append((cls.ADOPT, (_json_dumps(adoptions),)))
+        if plan.notes:
+            notes = [[i.hex, *note] for i, note in plan.notes.items()]
+            statements.append((cls.NOTE, (_NOT_FINAL_RANK, now, _json_dumps(notes))))
         if plan.moves:
             moves = [[m.message_id.hex, *m[1:]] for m in plan.moves.values()]
             statements.append((cls.MOVE, (now, now, _json_dumps(moves))))
@@ -225,41 +237,50 @@ class _PostgreSQL:
     )
     KNOWN = "SELECT dedupe_key, outcome FROM callback_receipts WHERE dedupe_key = ANY($1::text[])"
     WRITE = """
-        WITH adopted AS (
-            UPDATE messages SET provider_message_id = a.pmid
-            FROM unnest($1::uuid[], $2::text[]) AS a (id, pmid)
-            WHERE messages.id = a.id AND messages.provider_message_id IS NULL
+        WITH noted AS (
+            UPDATE messages SET
+                provider_message_id = coalesce(messages.provider_message_id, n.pmid),
+                provider_status = CASE WHEN n.status IS NOT NULL AND messages.rank <= $24
+                    THEN n.status ELSE messages.provider_status END,
+                provider_description = CASE WHEN n.status IS NOT NULL AND messages.rank <= $24
+                    THEN n.description ELSE messages.provider_description END,
+                updated_at = CASE WHEN n.status IS NOT NULL AND messages.rank <= $24
+                    THEN $11 ELSE messages.updated_at END
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+                AS n (id, pmid, status, description)
+            WHERE messages.id = n.id
         ), moved AS (
             UPDATE messages SET status = m.status, rank = m.rank,
                 provider_status = m.provider_status, provider_description = m.description,
                 provider_message_id = coalesce(messages.provider_message_id, m.pmid),
-                lease_until = NULL, final_at = $9, updated_at = $9
-            FROM unnest($3::uuid[], $4::smallint[], $5::text[], $6::text[], $7::text[],
-                        $8::text[]) AS m (id, rank, status, provider_status, description, pmid)
+                lease_until = NULL, final_at = $11, updated_at = $11
+            FROM unnest($5::uuid[], $6::smallint[], $7::text[], $8::text[], $9::text[],
+                        $10::text[]) AS m (id, rank, status, provider_status, description, pmid)
             WHERE messages.id = m.id AND messages.rank < m.rank
         ), receipts AS (
             INSERT INTO callback_receipts (message_id, dedupe_key, body, remote_addr, outcome,
                                            received_at, applied_at)
-            SELECT r.*, $9 FROM unnest($10::uuid[], $11::text[], $12::text[], $13::text[],
-                                       $14::text[], $15::timestamptz[]) AS r
+            SELECT r.*, $11 FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[],
+                                        $16::text[], $17::timestamptz[]) AS r
             ON CONFLICT DO NOTHING
         )
         INSERT INTO message_events (message_id, from_status, to_status, source, detail,
                                     payload, created_at)
         SELECT e.id, e.from_status, e.to_status, 'callback', e.detail, e.payload::json, e.at
-        FROM unnest($16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[],
-                    $21::timestamptz[]) AS e (id, from_status, to_status, detail, payload, at)
+        FROM unnest($18::uuid[], $19::text[], $20::text[], $21::text[], $22::text[],
+                    $23::timestamptz[]) AS e (id, from_status, to_status, detail, payload, at)
     """
 
     @staticmethod
     def parameters(plan: reports.Plan) -> list[Any]:
         return [
-            list(plan.adoptions),
-            list(plan.adoptions.values()),
+            list(plan.notes),
+            *_columns(list(plan.notes.values()), len(reports.Note._fields)),
             *_columns(list(plan.moves.values()), len(reports.Move._fields)),
             plan.now,
             *_columns(plan.receipts, len(reports.ReceiptRow._fields)),
             *_columns(plan.events, len(reports.EventRow._fields)),
+            _NOT_FINAL_RANK,
         ]
 
 

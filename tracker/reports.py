@@ -255,6 +255,15 @@ class EventRow(NamedTuple):
     created_at: dt.datetime
 
 
+class Note(NamedTuple):
+    """What a report tells about a message it does not move: the provider's id, and
+    (while the message is not final) the provider's latest status words."""
+
+    provider_message_id: str | None
+    provider_status: str | None
+    description: str | None
+
+
 @dataclass
 class Plan:
     """What a batch will write, decided from the snapshots."""
@@ -262,7 +271,7 @@ class Plan:
     now: dt.datetime
     outcomes: list[Outcome] = field(default_factory=list)
     moves: dict[uuid.UUID, Move] = field(default_factory=dict)  # the last move wins
-    adoptions: dict[uuid.UUID, str] = field(default_factory=dict)  # for messages not moved
+    notes: dict[uuid.UUID, Note] = field(default_factory=dict)  # for messages not moved
     receipts: list[ReceiptRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
 
@@ -283,16 +292,18 @@ def _decide(
         return Outcome.MISMATCH, f"refused: {contradiction}", None
     if report.provider_message_id and message.provider_message_id is None:
         message.provider_message_id = report.provider_message_id
-        _adopt(plan, receipt.message_id, report.provider_message_id)
+        _note(plan, receipt.message_id, message, status_words=None)
     kind = messages.classify_report(report.status)
     target = messages.status_for_report(kind)
     if target is None:
+        if not messages.is_final(message.status):  # a final status keeps its own words
+            _note(plan, receipt.message_id, message, status_words=report)
         return _no_move(receipt, report, kind)
     if not messages.can_move(message.status, target):
         return Outcome.STALE, f"{report.status!r} after {message.status}", None
     # The move carries the adopted provider id itself, so no message is the
     # target of two UPDATEs in one statement (PostgreSQL applies only one).
-    plan.adoptions.pop(receipt.message_id, None)
+    plan.notes.pop(receipt.message_id, None)
     plan.moves[receipt.message_id] = Move(
         receipt.message_id,
         messages.RANK[target],
@@ -305,14 +316,23 @@ def _decide(
     return Outcome.APPLIED, f"provider reported {report.status!r}", target
 
 
-def _adopt(plan: Plan, message_id: uuid.UUID, provider_message_id: str) -> None:
-    """Record the provider's id on the message: in its move if the batch already
-    moves it (one UPDATE per message per statement: PostgreSQL applies only one)."""
+def _note(
+    plan: Plan, message_id: uuid.UUID, message: Snapshot, *, status_words: Report | None
+) -> None:
+    """Record what a report tells without moving the message: in its move if the
+    batch already moves it (one UPDATE per message per statement: PostgreSQL
+    applies only one), else in a note that keeps earlier status words unless it
+    brings its own."""
     move = plan.moves.get(message_id)
-    if move is None:
-        plan.adoptions[message_id] = provider_message_id
+    if move is not None:
+        plan.moves[message_id] = move._replace(provider_message_id=message.provider_message_id)
+        return
+    earlier = plan.notes.get(message_id)
+    if status_words is not None:
+        words: tuple[str | None, str | None] = (status_words.status, status_words.description)
     else:
-        plan.moves[message_id] = move._replace(provider_message_id=provider_message_id)
+        words = (earlier.provider_status, earlier.description) if earlier else (None, None)
+    plan.notes[message_id] = Note(message.provider_message_id, *words)
 
 
 def _no_move(receipt: Receipt, report: Report, kind: messages.ReportKind) -> Decision:

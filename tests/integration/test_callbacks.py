@@ -100,13 +100,16 @@ async def test_failure_words_mark_the_message_failed(
 async def test_non_final_and_unknown_words_are_recorded_without_moving(
     client: httpx.AsyncClient, settings: Settings, database: db.Database, word: str, outcome: str
 ) -> None:
-    """Interim and unknown statuses answer 200, are kept as events, and move nothing."""
+    """Interim and unknown statuses answer 200, are kept as events, and move nothing;
+    the message shows the provider's latest words."""
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     with capture_logs() as captured:
-        response = await post(client, settings, message_id, report(word))
+        response = await post(client, settings, message_id, report(word, description="hm"))
     assert response.status_code == 200
     assert response.json()["outcome"] == outcome
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    message = await fetch_message(database, message_id)
+    assert message.status == messages.Status.PENDING
+    assert (message.provider_status, message.provider_description) == (word, "hm")
     assert await count(database, models.MessageEvent, message_id) == 1
     warned = any(e["event"] == "callback_unknown_status" for e in captured)
     assert warned == (outcome == "unknown_status")
@@ -207,6 +210,26 @@ async def test_a_batch_that_moves_a_message_then_learns_its_provider_id_keeps_bo
     message = await fetch_message(database, message_id)
     assert message.status == messages.Status.DELIVERED
     assert message.provider_message_id == PROVIDER_ID
+    assert message.provider_status == "Delivered"  # the interim words do not replace it
+
+
+async def test_interim_reports_in_one_batch_leave_the_last_words_and_learn_the_id(
+    database: db.Database,
+) -> None:
+    """Two interim reports for one message in a group commit: one UPDATE, the later words."""
+    message_id = await add_message(database, status=messages.Status.SENDING)
+    sent = {**report("Sent"), "description": "sent to network"}
+    anonymous_buffered = {"status": "Buffered", "description": "phone off", "contact": CONTACT}
+    bodies = [json.dumps(sent), json.dumps(anonymous_buffered)]
+    async with database.write() as session:
+        outcomes = await receipt_store.apply_receipts(
+            session, [reports.Receipt(message_id, b, "127.0.0.1", db.utcnow()) for b in bodies]
+        )
+    assert outcomes == [reports.Outcome.INTERIM, reports.Outcome.INTERIM]
+    message = await fetch_message(database, message_id)
+    assert message.status == messages.Status.SENDING
+    assert message.provider_message_id == PROVIDER_ID
+    assert (message.provider_status, message.provider_description) == ("Buffered", "phone off")
 
 
 @pytest.mark.parametrize(
