@@ -24,6 +24,7 @@ from tracker.kimisms import Acceptance
 Status = messages.Status
 SOURCE = "dispatcher"
 DUE_STATUSES = (Status.QUEUED.value, Status.SENDING.value)
+VALIDITY_RAN_OUT = "validity ran out before it could be sent"
 
 
 @dataclass(frozen=True)
@@ -314,33 +315,47 @@ async def release(session: AsyncSession, ids: Sequence[uuid.UUID], now: dt.datet
 async def expire_overdue(
     session: AsyncSession, now: dt.datetime, give_up_after: dt.timedelta
 ) -> int:
-    """Messages whose validity or retry window ran out: never sent (again)."""
+    """Messages whose validity or retry window ran out: never sent (again).
+
+    A message still ``sending`` whose every try was refused unsent (429, an
+    unavailable account: attempts left at 0) never reached a phone, so when its
+    validity runs out it is expired like a queued one; one that may have
+    reached the provider (a timeout, a 5xx) is failed.
+    """
     m = models.Message
     expired = (
         await session.scalars(
             select(m.id).where(m.status == Status.QUEUED.value, m.expires_at <= now)
         )
     ).all()
-    for message_id in expired:
-        if await _finish_queued(session, message_id, now):
-            await _event(
-                session,
-                message_id,
-                from_status=Status.QUEUED,
-                to_status=Status.EXPIRED,
-                detail="validity ran out before it could be sent",
-                now=now,
-            )
     stale = (
-        await session.scalars(
-            select(m.id).where(
+        await session.execute(
+            select(m.id, m.attempts, m.expires_at).where(
                 m.status == Status.SENDING.value,
                 m.next_attempt_at <= now,
                 or_(m.submitted_at <= now - give_up_after, m.expires_at <= now),
             )
         )
     ).all()
-    for message_id in stale:
+    never_sent = [
+        row.id
+        for row in stale
+        if row.attempts == 0 and row.expires_at is not None and row.expires_at <= now
+    ]
+    for message_id, from_status in [
+        *((i, Status.QUEUED) for i in expired),
+        *((i, Status.SENDING) for i in never_sent),
+    ]:
+        if await _finish_unsent(session, message_id, from_status, now):
+            await _event(
+                session,
+                message_id,
+                from_status=from_status,
+                to_status=Status.EXPIRED,
+                detail=VALIDITY_RAN_OUT,
+                now=now,
+            )
+    for message_id in {row.id for row in stale} - set(never_sent):
         await record_failure(
             session,
             message_id,
@@ -351,17 +366,20 @@ async def expire_overdue(
     return len(expired) + len(stale)
 
 
-async def _finish_queued(session: AsyncSession, message_id: uuid.UUID, now: dt.datetime) -> bool:
+async def _finish_unsent(
+    session: AsyncSession, message_id: uuid.UUID, from_status: Status, now: dt.datetime
+) -> bool:
     m = models.Message
     result = await session.execute(
         update(m)
-        .where(m.id == message_id, m.status == Status.QUEUED.value)
+        .where(m.id == message_id, m.status == from_status.value)
         .values(
             status=Status.EXPIRED.value,
             rank=messages.RANK[Status.EXPIRED],
             final_at=now,
             updated_at=now,
-            error="validity ran out before it could be sent",
+            lease_until=None,
+            error=VALIDITY_RAN_OUT,
         )
         .execution_options(synchronize_session=False)
     )

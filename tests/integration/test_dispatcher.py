@@ -21,7 +21,7 @@ from tests.provider_loop import (
     sends_per_key,
     wait_for,
 )
-from tracker import db, dispatcher, messages, models
+from tracker import db, dispatcher, messages, models, outbox
 from tracker.app import provider_client
 
 Status = messages.Status
@@ -110,6 +110,28 @@ async def test_an_expired_message_is_never_sent(
             [row] = await wait_for(database, [message_id], is_final)
         assert row.status == Status.EXPIRED
         assert sandbox_sends(sandbox_url) == []
+
+
+async def test_validity_lapsing_while_only_refused_unsent_expires_otherwise_fails(
+    database: db.Database,
+) -> None:
+    """Held back only by 429s (attempts 0): expired; after a try that may have reached the
+    provider (attempts 1): failed. Neither is tried again."""
+    past = db.utcnow() - dt.timedelta(seconds=1)
+    held, tried = [await add_message(database, status=Status.SENDING) for _ in range(2)]
+    for message_id, attempts in ((held, 0), (tried, 1)):
+        async with database.write() as session:
+            await session.execute(
+                update(models.Message)
+                .where(models.Message.id == message_id)
+                .values(attempts=attempts, expires_at=past, submitted_at=past)
+            )
+    async with database.write() as session:
+        assert await outbox.expire_overdue(session, db.utcnow(), dt.timedelta(days=1)) == 2
+    held_row, tried_row = [await fetch_message(database, i) for i in (held, tried)]
+    assert (held_row.status, held_row.error) == (Status.EXPIRED, outbox.VALIDITY_RAN_OUT)
+    assert held_row.final_at is not None
+    assert tried_row.status == Status.FAILED
 
 
 async def test_a_callback_before_the_send_answer_is_not_undone(
