@@ -15,9 +15,12 @@ from typing import Any
 
 import structlog
 
-# Kenyan numbers in any common form: 2547.., +2547.., 07.., 01.. — standing
-# alone, not as a digit run inside a UUID, a hex id or a longer word.
-PHONE_PATTERN = re.compile(r"(?<![\w-])(?:\+?254|0)?([17]\d{8})(?![\w-])")
+# Kenyan numbers in any common form: 2547.., +2547.., 07.., 01.., also grouped
+# with spaces, dots or dashes (0712 345 678, +254-712-345-678) — standing alone,
+# not as a digit run inside a UUID, a hex id or a longer word.
+PHONE_PATTERN = re.compile(
+    r"(?<![\w-])(?:\+?254[ .-]?|0)?([17]\d\d)[ .-]?(\d{3})[ .-]?(\d{3})(?![\w-])"
+)
 # Keys whose values are never logged, whatever they hold.
 SECRET_KEYS = frozenset(
     {
@@ -40,7 +43,7 @@ def mask_phone_numbers(text: str) -> str:
     """``254712345678`` -> ``2547****5678``, in any string."""
 
     def mask(match: re.Match[str]) -> str:
-        national = match.group(1)
+        national = "".join(match.groups())
         return f"254{national[0]}****{national[-4:]}"
 
     return PHONE_PATTERN.sub(mask, text)

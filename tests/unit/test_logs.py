@@ -13,7 +13,18 @@ from tracker import logs
 
 @pytest.mark.parametrize(
     "text",
-    ["254712345678", "+254712345678", "0712345678", "to 254112345678 now", "tel:+254712345678"],
+    [
+        "254712345678",
+        "+254712345678",
+        "0712345678",
+        "to 254112345678 now",
+        "tel:+254712345678",
+        "call 0712 345 678 today",
+        "+254 712 345 678",
+        "254-712-345-678",
+        "0712-345678",
+        "'0712.345.678' is not valid",
+    ],
 )
 def test_phone_numbers_are_masked_in_any_form(text: str) -> None:
     """Every common Kenyan form becomes 2547****5678 (or 2541****5678)."""
@@ -29,6 +40,8 @@ def test_phone_numbers_are_masked_in_any_form(text: str) -> None:
         "01a21117-3e98-7254-a123-712345678901",  # digit runs inside a UUID
         "01a21117-3e98-7254-a123-fe7123456789",
         "req-0712345678x",
+        "01a21117-3e98-7254-a123-712 345 678",
+        "order 7123 45678",
     ],
 )
 def test_ids_and_other_numbers_are_left_alone(text: str) -> None:
