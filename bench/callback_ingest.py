@@ -9,6 +9,9 @@ and drive both with one keep-alive HTTP/1.1 load generator over loopback:
 
 - peak: closed loop at concurrency 64, alternating targets, median of 3 rounds;
   ratio = our callbacks/s / bare requests/s (targets: >= 0.5 SQLite, >= 0.4 PostgreSQL);
+  the same rounds drive ``bench.ceiling_app`` (our server with the ingester answering
+  at once, no database): its ratio is what the receiver would reach if the group
+  commit cost nothing;
 - half-peak: open loop at half our peak rate; p50/p99 ack latency (target p99 < 25 ms);
 - burst: 10,000 callbacks at concurrency 256; every one must be answered 200 in < 5 s;
 - then every callback we answered must be applied in the database (none lost).
@@ -122,7 +125,7 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
     async with scratch_database(backend, postgres_url) as url:
         total = warm + 3 * peak_n + half_n + burst_n
         ids = await seed_pending(url, total)
-        tracker_port, bare_port = free_port(), free_port()
+        tracker_port, bare_port, ceiling_port = free_port(), free_port(), free_port()
         env = {
             "TRACKER_DATABASE_URL": plain_url(url),
             "TRACKER_CALLBACK_SECRETS": SECRET,
@@ -139,6 +142,8 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
             "--port",
             str(tracker_port),
         ]
+        ceiling_cmd = [sys.executable, "-m", "bench.ceiling_app", *ours_cmd[3:]]
+        ceiling_cmd[ceiling_cmd.index(str(tracker_port))] = str(ceiling_port)
         bare_cmd = [
             sys.executable,
             "-m",
@@ -153,23 +158,29 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
         with (
             server(ours_cmd, env, tracker_port, "ours") as ours,
             server(bare_cmd, {}, bare_port, "bare") as bare,
+            server(ceiling_cmd, env, ceiling_port) as ceiling,
         ):
             offset = 0
-            await loadgen.run(ours, requests_for(ids, offset, warm), 16)
-            await loadgen.run(bare, requests_for(ids, offset, warm), 16)
+            for target in (ours, bare, ceiling):
+                await loadgen.run(target, requests_for(ids, offset, warm), 16)
             offset += warm
             ours_rates: list[float] = []
             bare_rates: list[float] = []
+            ceiling_rates: list[float] = []
             statuses: dict[int, int] = {}
             for _ in range(3):
                 bare_result = await loadgen.run(
                     bare, requests_for(ids, offset, peak_n), PEAK_CONCURRENCY
+                )
+                ceiling_result = await loadgen.run(
+                    ceiling, requests_for(ids, offset, peak_n), PEAK_CONCURRENCY
                 )
                 ours_result = await loadgen.run(
                     ours, requests_for(ids, offset, peak_n), PEAK_CONCURRENCY
                 )
                 offset += peak_n
                 bare_rates.append(bare_result.rate)
+                ceiling_rates.append(ceiling_result.rate)
                 ours_rates.append(ours_result.rate)
                 for code, n in ours_result.statuses.items():
                     statuses[code] = statuses.get(code, 0) + n
@@ -190,6 +201,8 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
         "ours_per_second": round(peak, 1),
         "bare_per_second": round(statistics.median(bare_rates), 1),
         "ratio": round(peak / statistics.median(bare_rates), 3),
+        "ceiling_per_second": round(statistics.median(ceiling_rates), 1),
+        "ceiling_ratio": round(statistics.median(ceiling_rates) / statistics.median(bare_rates), 3),
         "half_peak_p50_ms": round(half.median * 1000, 2),
         "half_peak_p99_ms": round(half.percentile(99) * 1000, 2),
         "burst_count": burst.count,
@@ -220,7 +233,8 @@ def main() -> None:
     for r in results:
         print(
             f"{r['backend']:>10}: ours {r['ours_per_second']:>7}/s  "
-            f"bare {r['bare_per_second']:>7}/s  ratio {r['ratio']:.3f} | "
+            f"bare {r['bare_per_second']:>7}/s  ratio {r['ratio']:.3f} "
+            f"(no-database ceiling {r['ceiling_ratio']:.3f}) | "
             f"half-peak p50 {r['half_peak_p50_ms']} ms p99 {r['half_peak_p99_ms']} ms | "
             f"burst {r['burst_count']} all-200={r['burst_all_200']} max {r['burst_max_ms']} ms | "
             f"applied {r['applied']}/{r['sent']}"

@@ -67,6 +67,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f">= {target}",
             ),
             (
+                f"  same endpoint, no database ({backend})",
+                (
+                    f"{ingest['ceiling_ratio']:.3f} ({ingest['ceiling_per_second']:.0f}/s): "
+                    "the ceiling"
+                ),
+                "-",
+            ),
+            (
                 f"callback ack p99 at half peak ({backend})",
                 f"{ingest['half_peak_p99_ms']} ms",
                 "< 25 ms",
