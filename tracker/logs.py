@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from tracker import logwriter
+
 # Kenyan numbers in any common form: 2547.., +2547.., 07.., 01.., also grouped
 # with spaces, dots or dashes (0712 345 678, +254-712-345-678) — standing alone,
 # not as a digit run inside a UUID, a hex id or a longer word.
@@ -87,9 +89,10 @@ def _shared_processors() -> list[structlog.types.Processor]:
 def configure(log_format: str = "auto", level: str = "INFO") -> None:
     """Set up structlog and route stdlib logging (uvicorn, alembic) through it.
 
-    Our own events take structlog's native path straight to stdout (the stdlib
-    bridge costs several times more per line, which shows on the callback hot
-    path); foreign stdlib records get the same processors via ProcessorFormatter.
+    Our own events take structlog's native path (the stdlib bridge costs several
+    times more per line, which shows on the callback hot path); foreign stdlib
+    records get the same processors via ProcessorFormatter. Both end as lines
+    queued for ``logwriter``'s thread, which writes them to stdout.
     """
     use_json = log_format == "json" or (log_format == "auto" and not sys.stdout.isatty())
     renderer: structlog.types.Processor = (
@@ -105,7 +108,7 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _QueuedHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -122,16 +125,44 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-class _NamedWriteLogger(structlog.WriteLogger):
-    """structlog's fast stdout logger, carrying a name for ``add_logger_name``."""
+class _QueuedLogger:
+    """structlog's logger: hands rendered lines to the log writer thread, and
+    carries a name for ``add_logger_name``."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(sys.stdout)
         self.name = name
 
+    def msg(self, message: str) -> None:
+        logwriter.WRITER.put(message)
 
-def _named_logger(*args: Any) -> _NamedWriteLogger:
-    return _NamedWriteLogger(str(args[0]) if args else "tracker")
+    def error(self, message: str) -> None:
+        """Errors are out before the caller goes on (it may be about to crash)."""
+        logwriter.WRITER.put(message)
+        logwriter.WRITER.flush()
+
+    debug = info = warn = warning = log = msg
+    critical = exception = fatal = failure = err = error
+
+
+class _QueuedHandler(logging.Handler):
+    """Standard-library records (uvicorn, alembic) join the same queue, in order."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logwriter.WRITER.put(self.format(record))
+            if record.levelno >= logging.ERROR:
+                logwriter.WRITER.flush()
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
+def _named_logger(*args: Any) -> _QueuedLogger:
+    return _QueuedLogger(str(args[0]) if args else "tracker")
+
+
+def flush() -> None:
+    """Wait until every line logged so far is written (tests; before exiting abruptly)."""
+    logwriter.WRITER.flush()
 
 
 def get_logger(name: str) -> Any:

@@ -76,6 +76,7 @@ def test_json_lines_are_written_for_structlog_and_stdlib_loggers(
         early.info("message_queued", contact="254712345678")
         early.debug("not_at_info")
         logging.getLogger("uvicorn.error").warning("peer 0712345678 went away")
+        logs.flush()
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     finally:
         structlog.reset_defaults()
@@ -95,6 +96,7 @@ def test_httpx_request_lines_never_reach_the_log(capsys: pytest.CaptureFixture[s
         url = "http://127.0.0.1:8000/v1/callbacks/kimisms/01a2/k1.secret-token"
         logging.getLogger("httpx").info("HTTP Request: POST %s", url)
         logging.getLogger("httpx").warning("a warning still shows")
+        logs.flush()
         out = capsys.readouterr().out
     finally:
         structlog.reset_defaults()
