@@ -23,6 +23,7 @@ from tracker import logwriter
 PHONE_PATTERN = re.compile(
     r"(?<![\w-])(?:\+?254[ .-]?|0)?([17]\d\d)[ .-]?(\d{3})[ .-]?(\d{3})(?![\w-])"
 )
+SHORTEST_NUMBER = len("712345678")
 # Keys whose values are never logged, whatever they hold.
 SECRET_KEYS = frozenset(
     {
@@ -48,6 +49,8 @@ def mask_phone_numbers(text: str) -> str:
         national = "".join(match.groups())
         return f"254{national[0]}****{national[-4:]}"
 
+    if len(text) < SHORTEST_NUMBER:
+        return text
     return PHONE_PATTERN.sub(mask, text)
 
 
@@ -77,12 +80,16 @@ def redact(
 
 
 def _shared_processors() -> list[structlog.types.Processor]:
+    """Everything a caller or a traceback can put in a line is redacted; the fields
+    added after ``redact`` are our own (level, time, module name), so the hot path
+    does not scan them."""
     return [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         redact,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.add_logger_name,
     ]
 
 
@@ -99,13 +106,13 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
-        processors=[structlog.stdlib.add_logger_name, *_shared_processors(), renderer],
+        processors=[*_shared_processors(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
         logger_factory=_named_logger,
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
+        foreign_pre_chain=_shared_processors(),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = _QueuedHandler()
