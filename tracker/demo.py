@@ -121,15 +121,19 @@ def _table(rows: list[tuple[Sent, dict[str, Any]]]) -> Table:
 
 def _watch(http: httpx.Client, sent: list[Sent], console: Console, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    with Live(console=console, refresh_per_second=4) as live:
-        while True:
-            rows = [(s, http.get(f"/v1/messages/{s.id}").json()) for s in sent]
-            live.update(_table(rows))
-            if all(body.get("status") in FINAL for _, body in rows):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.5)
+    try:
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                rows = [(s, http.get(f"/v1/messages/{s.id}").json()) for s in sent]
+                live.update(_table(rows))
+                if all(body.get("status") in FINAL for _, body in rows):
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.5)
+    finally:
+        if not console.is_terminal:  # Live leaves its last frame without a newline there
+            console.line()
 
 
 def run(timeout: float = 90.0, console: Console | None = None) -> bool:

@@ -278,10 +278,16 @@ class _PostgreSQL:
             *_columns(list(plan.notes.values()), len(reports.Note._fields)),
             *_columns(list(plan.moves.values()), len(reports.Move._fields)),
             plan.now,
-            *_columns(plan.receipts, len(reports.ReceiptRow._fields)),
+            # In key order: two batches inserting the same keys (for no known message,
+            # so no row lock orders them) wait for each other in one order, never in a cycle.
+            *_columns(sorted(plan.receipts, key=_by_key), len(reports.ReceiptRow._fields)),
             *_columns(plan.events, len(reports.EventRow._fields)),
             _NOT_FINAL_RANK,
         ]
+
+
+def _by_key(row: reports.ReceiptRow) -> str:
+    return row.dedupe_key
 
 
 def _columns(rows: list[Any], width: int) -> list[list[Any]]:
