@@ -143,6 +143,8 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
             str(tracker_port),
         ]
         ceiling_cmd = [sys.executable, "-m", "bench.ceiling_app", *ours_cmd[3:]]
+        # Its own data dir: its replayer must not claim the real server's spool.
+        ceiling_env = {**env, "TRACKER_DATA_DIR": tempfile.mkdtemp(prefix="tracker-ceiling-")}
         ceiling_cmd[ceiling_cmd.index(str(tracker_port))] = str(ceiling_port)
         bare_cmd = [
             sys.executable,
@@ -158,7 +160,7 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
         with (
             server(ours_cmd, env, tracker_port, "ours") as ours,
             server(bare_cmd, {}, bare_port, "bare") as bare,
-            server(ceiling_cmd, env, ceiling_port) as ceiling,
+            server(ceiling_cmd, ceiling_env, ceiling_port) as ceiling,
         ):
             offset = 0
             for target in (ours, bare, ceiling):

@@ -18,10 +18,13 @@ import structlog
 from tracker import logwriter
 
 # Kenyan numbers in any common form: 2547.., +2547.., 07.., 01.., also grouped
-# with spaces, dots or dashes (0712 345 678, +254-712-345-678) — standing alone,
-# not as a digit run inside a UUID, a hex id or a longer word.
+# with spaces, dots, dashes or parentheses (0712 345 678, +254-712-345-678,
+# (0712) 345 678) — standing alone, not as a digit run inside a UUID, a hex id,
+# a longer word or an IP address.
 PHONE_PATTERN = re.compile(
-    r"(?<![\w-])(?:\+?254[ .-]?|0)?([17]\d\d)[ .-]?(\d{3})[ .-]?(\d{3})(?![\w-])"
+    r"(?<![\w-])(?<!\d\.)"  # not inside a word, an id or a dotted quad (an IP address)
+    r"(?:\+?254[ .-]?|\(?0)?([17]\d\d)\)?[ .-]?(\d{3})[ .-]?(\d{3})"
+    r"(?![\w-])(?!\.\d)"
 )
 SHORTEST_NUMBER = len("712345678")
 # Keys whose values are never logged, whatever they hold.
@@ -161,6 +164,10 @@ class _QueuedHandler(logging.Handler):
                 logwriter.WRITER.flush()
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
+
+    def flush(self) -> None:
+        """``logging.shutdown()`` at exit: lines logged after our own drain still go out."""
+        logwriter.WRITER.flush()
 
 
 def _named_logger(*args: Any) -> _QueuedLogger:

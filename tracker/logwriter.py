@@ -21,7 +21,9 @@ import sys
 import threading
 
 MAX_LINES_PER_WRITE = 1000
+MAX_QUEUED_LINES = 100_000  # about 30 MB; past it, lines are dropped (and counted)
 FLUSH_TIMEOUT_SECONDS = 1.0
+DROPPED_LINE = '{{"event": "log_lines_dropped", "level": "warning", "count": {count}}}'
 
 
 class LineWriter:
@@ -31,20 +33,30 @@ class LineWriter:
         self._queue: queue.SimpleQueue[str | threading.Event] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stalled = False  # a flush timed out: stdout is not draining
+        self.dropped = 0
 
     def put(self, line: str) -> None:
         if self._thread is None:
             self._start()
+        if self._queue.qsize() >= MAX_QUEUED_LINES:  # stdout stalled for long: memory first
+            self.dropped += 1
+            return
         self._queue.put(line)
 
     def flush(self, timeout: float = FLUSH_TIMEOUT_SECONDS) -> None:
-        """Wait (up to ``timeout``) until every line queued so far is written."""
+        """Wait (up to ``timeout``) until every line queued so far is written.
+
+        While stdout is stalled (an earlier flush timed out), returns at once:
+        a storm of error lines must not freeze the caller a second at a time.
+        """
         thread = self._thread
-        if thread is None or not thread.is_alive():
+        if thread is None or not thread.is_alive() or self._stalled:
             return
         written = threading.Event()
         self._queue.put(written)
-        written.wait(timeout)
+        if not written.wait(timeout):
+            self._stalled = True
 
     def _start(self) -> None:
         with self._lock:
@@ -64,8 +76,14 @@ class LineWriter:
                 except queue.Empty:
                     break
             lines = [item for item in batch if isinstance(item, str)]
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0
+                lines.append(
+                    f'{{"event": "log_lines_dropped", "level": "warning", "count": {dropped}}}'
+                )
             if lines:
                 _write(lines)
+                self._stalled = False
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()

@@ -188,7 +188,7 @@ async def record_acceptance(
         message_id,
         Status.PENDING,
         now=now,
-        values={"provider_status": accepted.status, "provider_description": accepted.description},
+        values=_provider_words(accepted),
     )
     await _event(
         session,
@@ -204,6 +204,17 @@ async def record_acceptance(
         now=now,
     )
     return moved
+
+
+def _provider_words(accepted: Acceptance) -> dict[str, Any]:
+    """The send answer's status words, unless an interim report that beat the answer
+    already left the provider's later words on the message."""
+    m = models.Message
+    unset = m.provider_status.is_(None)
+    return {
+        "provider_status": case((unset, accepted.status), else_=m.provider_status),
+        "provider_description": case((unset, accepted.description), else_=m.provider_description),
+    }
 
 
 async def _give_up(

@@ -10,9 +10,9 @@ own (``receipt_store``), so it keeps one connection of its own instead:
   (BEGIN IMMEDIATE to COMMIT) is a single call to that thread, and the deadline
   is enforced inside SQLite (busy timeout, then a progress handler that aborts
   the running statement).
-- PostgreSQL: one asyncpg connection whose session settings carry the
-  deadline (statement and lock timeouts), so a batch is BEGIN, three
-  statements and COMMIT.
+- PostgreSQL: one asyncpg connection, no pool checkout or pre-ping; a batch is
+  BEGIN, the deadline (SET LOCAL statement and lock timeouts), three statements
+  and COMMIT.
 
 Either way a failed batch drops the connection (a new one is opened for the
 next batch), and the caller spools what it could not write.
@@ -51,6 +51,9 @@ def for_database(database: db.Database, deadline_seconds: float) -> ReceiptWrite
     engine = database.engine
     args, kwargs = engine.dialect.create_connect_args(engine.url)
     if database.is_sqlite:
+        if engine.url.database in {None, "", ":memory:"}:
+            # A connection of its own would see another, empty database.
+            raise ValueError("the callback writer needs an SQLite database file")
         return SQLiteWriter(database, list(args), dict(kwargs), deadline_seconds)
     return PostgreSQLWriter(dict(kwargs), deadline_seconds)
 
@@ -71,24 +74,35 @@ class SQLiteWriter:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "callback-writer")
         self._connection: sqlite3.Connection | None = None
         self._give_up_at = 0.0  # monotonic; the progress handler aborts past it
+        self._cancelled = False
 
     async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
-        loop = asyncio.get_running_loop()
-        # Writers in this process take turns (SQLite has one writer at a time);
-        # waiting here is cheaper than SQLite's busy loop.
-        async with self._database.write_lock():
+        # One deadline for the whole batch, the wait for the write lock included.
+        self._give_up_at = time.monotonic() + self._deadline
+        self._cancelled = False
+        async with contextlib.AsyncExitStack() as held:
+            # Writers in this process take turns (SQLite has one writer at a time);
+            # waiting here is cheaper than SQLite's busy loop.
+            async with asyncio.timeout(self._deadline):
+                await held.enter_async_context(self._database.write_lock())
+            work = asyncio.get_running_loop().run_in_executor(self._thread, self._apply, receipts)
             try:
-                return await loop.run_in_executor(self._thread, self._apply, receipts)
+                return await asyncio.shield(work)
             except asyncio.CancelledError:
-                self._give_up_at = 0.0  # the thread's statement stops at its next check
+                self._cancelled = True  # the running statement stops at its next check
+                with contextlib.suppress(Exception):
+                    await work  # the lock is held until the thread has let go
                 raise
 
     def _apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
-        """On the writer's thread: the whole transaction, within the deadline."""
-        self._give_up_at = time.monotonic() + self._deadline
+        """On the writer's thread: the whole transaction, within what is left of the deadline."""
         connection = self._connection or self._open()
+        left_ms = max(1, int((self._give_up_at - time.monotonic()) * 1000))
         try:
-            connection.execute("BEGIN IMMEDIATE")  # waits busy_timeout at most
+            # A lock held by another process is waited for only that long, and a
+            # statement still running past the deadline is aborted ("interrupted").
+            connection.execute(f"PRAGMA busy_timeout={left_ms}")
+            connection.execute("BEGIN IMMEDIATE")
             outcomes = receipt_store.apply_on_sqlite(connection, receipts)
             connection.execute("COMMIT")
         except BaseException:
@@ -97,15 +111,12 @@ class SQLiteWriter:
         return outcomes
 
     def _past_deadline(self) -> bool:
-        return time.monotonic() > self._give_up_at
+        return self._cancelled or time.monotonic() > self._give_up_at
 
     def _open(self) -> sqlite3.Connection:
         args, kwargs = self._connect
         connection: sqlite3.Connection = sqlite3.connect(*args, **kwargs)
         db.configure_sqlite_connection(connection)
-        # A lock held elsewhere is waited for only as long as the deadline, and a
-        # running statement is aborted ("interrupted") once it is past it.
-        connection.execute(f"PRAGMA busy_timeout={int(self._deadline * 1000)}")
         connection.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
         self._connection = connection
         return connection
@@ -123,36 +134,34 @@ class SQLiteWriter:
 
 
 class PostgreSQLWriter:
-    """One asyncpg connection with the deadline in its session settings."""
+    """One asyncpg connection of the ingester's own."""
 
     def __init__(self, connect_kwargs: dict[str, Any], deadline_seconds: float) -> None:
-        timeout_ms = str(int(deadline_seconds * 1000))
         self._connect_kwargs = {
             **{k: v for k, v in connect_kwargs.items() if k not in _ADAPTER_ONLY},
             "timeout": deadline_seconds,
-            "server_settings": {
-                "application_name": "tracker-callbacks",
-                "statement_timeout": timeout_ms,
-                "lock_timeout": timeout_ms,
-                # A generic plan cached while a table was small (a seq scan) would
-                # be kept until the next ANALYZE and make every batch slower.
-                "plan_cache_mode": "force_custom_plan",
-            },
+            "server_settings": {"application_name": "tracker-callbacks"},
         }
         self._deadline = deadline_seconds
+        self._timeout_ms = str(int(deadline_seconds * 1000))
         self._connection: asyncpg.Connection | None = None
 
     async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
         try:
             async with asyncio.timeout(self._deadline):
-                connection = self._connection or await self._open()
+                connection = await self._connected()
                 async with connection.transaction():
+                    # Per transaction (SET LOCAL), as a pooler in transaction mode needs.
+                    await connection.execute(receipt_store.POSTGRESQL_TIMEOUTS, self._timeout_ms)
                     return await receipt_store.apply_on_postgresql(connection, receipts)
         except BaseException:
             self._discard()
             raise
 
-    async def _open(self) -> asyncpg.Connection:
+    async def _connected(self) -> asyncpg.Connection:
+        """The connection, or a new one if the server has closed it since the last batch."""
+        if self._connection is not None and not self._connection.is_closed():
+            return self._connection
         connection: asyncpg.Connection = await asyncpg.connect(**self._connect_kwargs)
         self._connection = connection
         return connection
@@ -165,6 +174,9 @@ class PostgreSQLWriter:
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), self._deadline)
+        if connection is None:
+            return
+        try:
+            await asyncio.wait_for(connection.close(), self._deadline)
+        except Exception:  # the server does not answer: drop the socket
+            connection.terminate()

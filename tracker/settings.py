@@ -65,6 +65,9 @@ def async_database_url(url: str) -> str:
         raise ValueError("not a database URL (expected sqlite:///PATH or postgresql://...)")
     base = scheme.split("+", 1)[0]
     if base == "sqlite":
+        if rest.split("?", 1)[0] in {"", "/", "/:memory:"}:
+            # Every connection would see its own, empty database (and nothing is kept).
+            raise ValueError("an SQLite database needs a file: sqlite:///PATH")
         return f"sqlite+aiosqlite://{rest}"
     if base in {"postgresql", "postgres"}:
         return f"postgresql+asyncpg://{rest}"

@@ -347,6 +347,8 @@ async def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(
     response = await client.post(path, content=chunks())
     assert response.status_code == 413
     assert response.json() == {"detail": "callback body too large"}
+    declared = await client.post(path, content=b"{}", headers={"Content-Length": "20000"})
+    assert declared.status_code == 413
     assert await count(database, models.CallbackReceipt, message_id) == 0
 
 

@@ -21,7 +21,7 @@ from tests.provider_loop import (
     sends_per_key,
     wait_for,
 )
-from tracker import db, dispatcher, messages, models, outbox
+from tracker import db, dispatcher, kimisms, messages, models, outbox
 from tracker.app import provider_client
 
 Status = messages.Status
@@ -132,6 +132,31 @@ async def test_validity_lapsing_while_only_refused_unsent_expires_otherwise_fail
     assert (held_row.status, held_row.error) == (Status.EXPIRED, outbox.VALIDITY_RAN_OUT)
     assert held_row.final_at is not None
     assert tried_row.status == Status.FAILED
+    async with database.write() as session:  # final now: nothing is swept (or sent) again
+        assert await outbox.expire_overdue(session, db.utcnow(), dt.timedelta(days=1)) == 0
+
+
+async def test_an_interim_report_before_the_send_answer_keeps_its_words(
+    database: db.Database,
+) -> None:
+    """'Buffered' arrived while sending; the later 200 moves to pending, words kept."""
+    message_id = await add_message(database, status=Status.SENDING)
+    async with database.write() as session:
+        await session.execute(
+            update(models.Message)
+            .where(models.Message.id == message_id)
+            .values(provider_status="Buffered", provider_description="phone off")
+        )
+    accepted = kimisms.Acceptance("p-1", "Safaricom", "Queued", "Message queued")
+    async with database.write() as session:
+        moved = await outbox.record_acceptance(
+            session, message_id, accepted, attempt=1, now=db.utcnow()
+        )
+    row = await fetch_message(database, message_id)
+    assert moved
+    assert row.status == Status.PENDING
+    assert (row.provider_status, row.provider_description) == ("Buffered", "phone off")
+    assert row.provider_message_id == "p-1"
 
 
 async def test_a_callback_before_the_send_answer_is_not_undone(

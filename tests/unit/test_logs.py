@@ -24,6 +24,8 @@ from tracker import logs
         "254-712-345-678",
         "0712-345678",
         "'0712.345.678' is not valid",
+        "(0712) 345 678",
+        "call 0712345678.",
     ],
 )
 def test_phone_numbers_are_masked_in_any_form(text: str) -> None:
@@ -42,6 +44,8 @@ def test_phone_numbers_are_masked_in_any_form(text: str) -> None:
         "req-0712345678x",
         "01a21117-3e98-7254-a123-712 345 678",
         "order 7123 45678",
+        "peer 192.168.100.200 went away",
+        "10.171.234.567",
     ],
 )
 def test_ids_and_other_numbers_are_left_alone(text: str) -> None:

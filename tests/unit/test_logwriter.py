@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -21,6 +22,13 @@ class BlockingStream(io.StringIO):
     def write(self, text: str) -> int:
         self.released.wait(5)
         return super().write(text)
+
+
+def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def test_lines_come_out_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +66,7 @@ def test_a_stalled_stdout_does_not_stall_the_caller(monkeypatch: pytest.MonkeyPa
     writer.flush(timeout=0.2)  # gives up: the stream is still stalled
     assert stream.getvalue() == ""
     stream.released.set()
-    writer.flush()
+    eventually(lambda: len(stream.getvalue().splitlines()) == 100)
     assert stream.getvalue().splitlines() == [f"line {n}" for n in range(100)]
 
 
@@ -75,3 +83,27 @@ def test_a_closed_stdout_is_survived(monkeypatch: pytest.MonkeyPatch) -> None:
     writer.put("kept")
     writer.flush()
     assert out.getvalue() == "kept\n"
+
+
+def test_a_long_stall_drops_lines_past_the_bound_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memory stays bounded while stdout is stuck; the count of lost lines is logged."""
+    monkeypatch.setattr(logwriter, "MAX_QUEUED_LINES", 10)
+    stream = BlockingStream()
+    monkeypatch.setattr("sys.stdout", stream)
+    writer = logwriter.LineWriter()
+    writer.put("first")  # taken by the thread, which then blocks in write()
+    time.sleep(0.1)
+    for n in range(50):
+        writer.put(f"line {n}")
+    started = time.monotonic()
+    writer.flush(timeout=0.2)
+    writer.flush(timeout=5)  # stalled: returns at once instead of waiting again
+    assert time.monotonic() - started < 1.0
+    stream.released.set()
+    eventually(lambda: "log_lines_dropped" in stream.getvalue())
+    lines = stream.getvalue().splitlines()
+    assert lines[:11] == ["first", *(f"line {n}" for n in range(10))]
+    assert '"event": "log_lines_dropped"' in lines[-1]
+    assert '"count": 40' in lines[-1]

@@ -116,6 +116,13 @@ def test_an_unsupported_database_is_refused() -> None:
         Settings.load(database_url="mysql://x/y")
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_sqlite_database_without_a_file_is_refused(url: str) -> None:
+    """In memory, each connection (the callback writer's too) would see its own database."""
+    with pytest.raises(errors.ConfigurationError, match="needs a file"):
+        Settings.load(database_url=url)
+
+
 @pytest.mark.parametrize("names", ["AVERYLONGSENDERNAME", "ACME,<script>"])
 def test_a_sender_name_that_is_no_sender_id_is_refused(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, names: str
