@@ -17,10 +17,11 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tracker import capability, db, logs, metrics, reports
+from tracker import capability, db, logs, metrics, reports, web
 from tracker.middleware import REQUEST_ID_HEADER, request_id_of
 
 if TYPE_CHECKING:
@@ -38,14 +39,6 @@ _DETAILS = {
     reports.Outcome.MALFORMED.value: "not a delivery report",
     reports.Outcome.UNKNOWN_MESSAGE.value: "not found",
 }
-
-
-class TooLarge(Exception):
-    """The body passed the limit."""
-
-
-class Disconnected(Exception):
-    """The caller went away before its body arrived."""
 
 
 def handles(scope: Scope) -> bool:
@@ -74,26 +67,6 @@ def _parse_path(scope: Scope) -> tuple[uuid.UUID, str] | None:
         return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole body, refusing as soon as it (or its declared length) passes ``limit``."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Disconnected
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 class CallbackEndpoint:
     """ASGI app for the callback route: verify, read, hand to the ingester, answer."""
 
@@ -103,7 +76,7 @@ class CallbackEndpoint:
         outcome, status_code, message_id = "internal_error", 500, None
         try:
             outcome, status_code, message_id = await self._handle(scope, receive)
-        except Disconnected:
+        except ClientDisconnect:
             outcome, status_code = "disconnected", 0
         except Exception:
             log.exception(
@@ -134,8 +107,10 @@ class CallbackEndpoint:
         if not capability.verify(services.settings.callback_keys(), message_id, token):
             return "not_found", 404, None  # a forged or stale URL: same answer as unknown
         try:
-            body = await read_body(scope, receive, services.settings.callback_max_body_bytes)
-        except TooLarge:
+            body = await web.read_asgi_body(
+                scope, receive, services.settings.callback_max_body_bytes
+            )
+        except web.PayloadTooLarge:
             return "too_large", 413, str(message_id)
         client = scope.get("client")
         receipt = reports.Receipt(
