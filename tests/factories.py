@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import func, select
+
 from tracker import db, messages, models
 
 
@@ -41,3 +43,11 @@ async def fetch_message(database: db.Database, message_id: uuid.UUID) -> models.
         row = await session.get(models.Message, message_id)
     assert row is not None
     return row
+
+
+async def count_rows(database: db.Database, model: type[models.Base], message_id: uuid.UUID) -> int:
+    """How many rows of ``model`` (receipts, events) belong to a message."""
+    async with database.read() as session:
+        column = model.message_id  # type: ignore[attr-defined]
+        value = await session.scalar(select(func.count()).where(column == message_id))
+    return int(value or 0)

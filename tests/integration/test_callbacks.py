@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from tests.conftest import SettingsFactory, running
-from tests.factories import add_message, fetch_message
+from tests.factories import add_message, count_rows, fetch_message
 from tracker import callbacks, capability, db, messages, metrics, models, receipt_store, reports
 from tracker.app import create_app
 from tracker.settings import Settings
@@ -44,13 +44,6 @@ def path_for(settings: Settings, message_id: uuid.UUID) -> str:
     return url.removeprefix(settings.public_url)
 
 
-async def count(database: db.Database, model: type[models.Base], message_id: uuid.UUID) -> int:
-    async with database.read() as session:
-        column = model.message_id  # type: ignore[attr-defined]
-        value = await session.scalar(select(func.count()).where(column == message_id))
-    return int(value or 0)
-
-
 async def post(
     client: httpx.AsyncClient, settings: Settings, message_id: uuid.UUID, body: Any
 ) -> httpx.Response:
@@ -71,8 +64,8 @@ async def test_a_delivered_report_moves_a_pending_message_to_delivered(
     assert message.provider_status == "Delivered"
     assert message.provider_description == "Message delivered successfully"
     assert message.final_at is not None
-    assert await count(database, models.CallbackReceipt, message_id) == 1
-    assert await count(database, models.MessageEvent, message_id) == 1
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 1
+    assert await count_rows(database, models.MessageEvent, message_id) == 1
 
 
 @pytest.mark.parametrize("word", ["Failed", "Rejected", "Undelivered", "Expired", "FAILED"])
@@ -110,7 +103,7 @@ async def test_non_final_and_unknown_words_are_recorded_without_moving(
     message = await fetch_message(database, message_id)
     assert message.status == messages.Status.PENDING
     assert (message.provider_status, message.provider_description) == (word, "hm")
-    assert await count(database, models.MessageEvent, message_id) == 1
+    assert await count_rows(database, models.MessageEvent, message_id) == 1
     warned = any(e["event"] == "callback_unknown_status" for e in captured)
     assert warned == (outcome == "unknown_status")
 
@@ -124,8 +117,8 @@ async def test_a_duplicate_report_changes_nothing(
     second = await post(client, settings, message_id, report())
     assert first.json()["outcome"] == "applied"
     assert second.json()["outcome"] == "duplicate"
-    assert await count(database, models.CallbackReceipt, message_id) == 1
-    assert await count(database, models.MessageEvent, message_id) == 1
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 1
+    assert await count_rows(database, models.MessageEvent, message_id) == 1
 
 
 @pytest.mark.parametrize(
@@ -144,7 +137,7 @@ async def test_a_refused_report_posted_again_is_refused_again(
     first = await post(client, settings, message_id, body)
     again = await post(client, settings, message_id, body)
     assert (first.status_code, again.status_code) == (code, code)
-    assert await count(database, models.CallbackReceipt, message_id) == 1
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 1
     assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
 
 
@@ -277,7 +270,7 @@ async def test_a_body_over_16_kb_is_413(
 async def test_a_bad_token_is_404_counted_and_stores_nothing(
     client: httpx.AsyncClient, settings: Settings, database: db.Database
 ) -> None:
-    """Forged, swapped or malformed capability URLs change nothing."""
+    """Forged, swapped or malformed capability URLs (any other path shape) change nothing."""
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     other_id = await add_message(database)
     before = metrics.CALLBACKS.labels(outcome="not_found")._value.get()
@@ -288,26 +281,25 @@ async def test_a_bad_token_is_404_counted_and_stores_nothing(
         f"/v1/callbacks/kimisms/{other_id}/{token}",
         f"/v1/callbacks/kimisms/not-a-uuid/{token}",
         f"/v1/callbacks/kimisms/{message_id}/nokey.{token.split('.')[1]}",
+        f"{good_path}/extra",  # the endpoint takes only {id}/{token}
+        f"/v1/callbacks/kimisms/{message_id}/",
+        good_path + "/",
     ]
     for path in paths:
         response = await client.post(path, content=json.dumps(report()))
-        assert response.status_code == 404
-    assert metrics.CALLBACKS.labels(outcome="not_found")._value.get() == before + len(paths)
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
-    assert await count(database, models.CallbackReceipt, message_id) == 0
-
-
-async def test_callback_paths_of_another_shape_are_404_and_other_methods_405(
-    client: httpx.AsyncClient, settings: Settings, database: db.Database
-) -> None:
-    """The fast path takes only ``{id}/{token}``; a GET still gets the route's 405."""
-    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
-    good_path = path_for(settings, message_id)
-    for path in [f"{good_path}/extra", f"/v1/callbacks/kimisms/{message_id}/", good_path + "/"]:
-        response = await client.post(path, content=json.dumps(report()))
         assert response.status_code == 404, path
         assert response.json() == {"detail": "not found"}
-    response = await client.get(good_path)
+    assert metrics.CALLBACKS.labels(outcome="not_found")._value.get() == before + len(paths)
+    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 0
+
+
+async def test_other_methods_on_a_callback_url_are_405(
+    client: httpx.AsyncClient, settings: Settings, database: db.Database
+) -> None:
+    """Only POSTs take the fast path; a GET still gets the route's 405 and changes nothing."""
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    response = await client.get(path_for(settings, message_id))
     assert response.status_code == 405
     assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
 
@@ -349,7 +341,7 @@ async def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(
     assert response.json() == {"detail": "callback body too large"}
     declared = await client.post(path, content=b"{}", headers={"Content-Length": "20000"})
     assert declared.status_code == 413
-    assert await count(database, models.CallbackReceipt, message_id) == 0
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 0
 
 
 async def test_an_unexpected_error_is_a_logged_500_with_the_request_id(
@@ -452,7 +444,7 @@ async def test_an_unreachable_database_spools_and_replay_applies_once(
     assert await callbacks.replay(database, spool) == 2
     assert spool.backlog() == 0
     assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
-    assert await count(database, models.CallbackReceipt, message_id) == 1
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 1
     assert await callbacks.replay(database, spool) == 0
 
 
@@ -474,7 +466,7 @@ async def test_the_servers_replayer_applies_the_spool_once_the_database_answers(
         await ingester.stop()
     assert spool.backlog() == 0
     assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
-    assert await count(database, models.CallbackReceipt, message_id) == 1
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 1
 
 
 def test_a_torn_spool_line_is_set_aside_and_the_next_append_starts_a_line(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
-from tests.factories import add_message, fetch_message
+from tests.factories import add_message, count_rows, fetch_message
 from tracker import callbacks, db, messages, models, receipt_store, receipt_writer, reports
 from tracker.spool import Spool
 
@@ -86,8 +86,8 @@ async def test_a_held_lock_spools_within_the_deadline_and_nothing_is_lost(
         await ingester.stop()
     assert await callbacks.replay(database, spool) == 1
     assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
-    assert await _rows(database, models.CallbackReceipt, message_id) == 1
-    assert await _rows(database, models.MessageEvent, message_id) == 1
+    assert await count_rows(database, models.CallbackReceipt, message_id) == 1
+    assert await count_rows(database, models.MessageEvent, message_id) == 1
     assert await callbacks.replay(database, spool) == 0
 
 
@@ -119,13 +119,6 @@ async def test_a_writer_in_this_process_holding_the_lock_counts_against_the_dead
         await ingester.stop()
     assert await callbacks.replay(database, spool) == 1
     assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
-
-
-async def _rows(database: db.Database, model: type[models.Base], message_id: uuid.UUID) -> int:
-    async with database.read() as session:
-        column = model.message_id  # type: ignore[attr-defined]
-        value = await session.scalar(select(func.count()).where(column == message_id))
-    return int(value or 0)
 
 
 async def _hold_the_write_lock(
