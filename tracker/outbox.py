@@ -348,15 +348,14 @@ async def expire_overdue(
             )
         )
     ).all()
-    never_sent = [
-        row.id
-        for row in stale
-        if row.attempts == 0 and row.expires_at is not None and row.expires_at <= now
-    ]
-    for message_id, from_status in [
-        *((i, Status.QUEUED) for i in expired),
-        *((i, Status.SENDING) for i in never_sent),
-    ]:
+    unsent = [(message_id, Status.QUEUED) for message_id in expired]
+    tried: list[uuid.UUID] = []
+    for row in stale:
+        if row.attempts == 0 and row.expires_at is not None and row.expires_at <= now:
+            unsent.append((row.id, Status.SENDING))
+        else:
+            tried.append(row.id)
+    for message_id, from_status in unsent:
         if await _finish_unsent(session, message_id, from_status, now):
             await _event(
                 session,
@@ -366,7 +365,7 @@ async def expire_overdue(
                 detail=VALIDITY_RAN_OUT,
                 now=now,
             )
-    for message_id in {row.id for row in stale} - set(never_sent):
+    for message_id in tried:
         await record_failure(
             session,
             message_id,
