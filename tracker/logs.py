@@ -147,8 +147,7 @@ class _QueuedLogger:
 
     def error(self, message: str) -> None:
         """Errors are out before the caller goes on (it may be about to crash)."""
-        logwriter.WRITER.put(message)
-        logwriter.WRITER.flush()
+        logwriter.WRITER.put(message, urgent=True)
 
     debug = info = warn = warning = log = msg
     critical = exception = fatal = failure = err = error
@@ -159,9 +158,7 @@ class _QueuedHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            logwriter.WRITER.put(self.format(record))
-            if record.levelno >= logging.ERROR:
-                logwriter.WRITER.flush()
+            logwriter.WRITER.put(self.format(record), urgent=record.levelno >= logging.ERROR)
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
 

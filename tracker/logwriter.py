@@ -36,13 +36,16 @@ class LineWriter:
         self._stalled = False  # a flush timed out: stdout is not draining
         self.dropped = 0
 
-    def put(self, line: str) -> None:
+    def put(self, line: str, *, urgent: bool = False) -> None:
+        """Queue a line; ``urgent`` (errors) also waits until it is written."""
         if self._thread is None:
             self._start()
         if self._queue.qsize() >= MAX_QUEUED_LINES:  # stdout stalled for long: memory first
             self.dropped += 1
             return
         self._queue.put(line)
+        if urgent:
+            self.flush()
 
     def flush(self, timeout: float = FLUSH_TIMEOUT_SECONDS) -> None:
         """Wait (up to ``timeout``) until every line queued so far is written.
