@@ -32,17 +32,17 @@ _NOT_FINAL_RANK = messages.RANK[messages.Status.PENDING]
 
 
 async def apply_receipts(
-    session: AsyncSession, receipts: list[reports.Receipt], *, deadline_seconds: float | None = None
+    session: AsyncSession, receipts: list[reports.Receipt]
 ) -> list[reports.Outcome]:
     """Apply a batch in the session's write transaction; one outcome per receipt.
 
-    With ``deadline_seconds``, no statement waits longer than that for a lock or
-    to finish (PostgreSQL; SQLite's busy_timeout covers the write lock).
+    For the replayer and the CLI, which have no deadline (the ingester's own
+    writer, ``receipt_writer``, has one).
     """
     connection = await session.connection()
     postgresql = connection.dialect.name == "postgresql"
     if postgresql:  # through SQLAlchemy, so that its driver adapter opens the transaction
-        await connection.exec_driver_sql(POSTGRESQL_TIMEOUTS, (_timeout_ms(deadline_seconds),))
+        await connection.exec_driver_sql(POSTGRESQL_TIMEOUTS, (timeout_ms(None),))
     # (On SQLite, Database.write() has already begun it: BEGIN IMMEDIATE.)
     driver: Any = (await connection.get_raw_connection()).driver_connection
     if not (driver.is_in_transaction() if postgresql else driver.in_transaction):
@@ -93,7 +93,8 @@ POSTGRESQL_TIMEOUTS = (
 )
 
 
-def _timeout_ms(deadline_seconds: float | None) -> str:
+def timeout_ms(deadline_seconds: float | None) -> str:
+    """POSTGRESQL_TIMEOUTS's parameter."""
     return str(int(deadline_seconds * 1000)) if deadline_seconds else "0"  # 0: no limit
 
 

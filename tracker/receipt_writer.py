@@ -143,7 +143,7 @@ class PostgreSQLWriter:
             "server_settings": {"application_name": "tracker-callbacks"},
         }
         self._deadline = deadline_seconds
-        self._timeout_ms = str(int(deadline_seconds * 1000))
+        self._timeout_ms = receipt_store.timeout_ms(deadline_seconds)
         self._connection: asyncpg.Connection | None = None
 
     async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
