@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from tracker import reports
+from tracker import failures, reports
 
 
 class FakeDriverError(Exception):
@@ -75,7 +75,7 @@ def test_storable_text_escapes_nul_and_leaves_the_rest() -> None:
 )
 def test_failures_of_the_database_are_systemic(error: BaseException) -> None:
     """These say nothing about the receipt: the replay waits and tries again."""
-    assert reports.failure_is_systemic(error)
+    assert failures.failure_is_systemic(error)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_failures_of_the_database_are_systemic(error: BaseException) -> None:
 )
 def test_failures_caused_by_the_data_are_not_systemic(error: BaseException) -> None:
     """These fail the same way every time: the receipt alone is to blame."""
-    assert not reports.failure_is_systemic(error)
+    assert not failures.failure_is_systemic(error)
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
