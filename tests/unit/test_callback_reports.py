@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
+import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
@@ -99,3 +101,29 @@ def test_a_body_with_a_non_json_number_is_not_a_report(constant: str) -> None:
     """Python's json reads NaN and Infinity; the provider's JSON cannot hold them."""
     assert reports.parse_report(f'{{"status": "Delivered", "price": {constant}}}') is None
     assert reports.parse_report('{"status": "Delivered", "price": 1.5}') is not None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlite3.IntegrityError("UNIQUE constraint failed: messages.provider_message_id"),
+        asyncpg.UniqueViolationError("duplicate key value"),
+        asyncpg.CheckViolationError("check"),
+        sa_exc.IntegrityError("UPDATE", {}, Exception("constraint")),
+        dbapi_error("23505"),
+    ],
+)
+def test_item_4_a_constraint_violation_is_an_integrity_failure_not_an_outage(
+    error: BaseException,
+) -> None:
+    """Item 4: a broken constraint blames the batch's data, never the database."""
+    assert failures.failure_is_integrity(error)
+    assert not failures.failure_is_systemic(error)
+
+
+@pytest.mark.parametrize(
+    "error", [dbapi_error("57014"), dbapi_error("22021"), ConnectionRefusedError()]
+)
+def test_other_failures_are_not_integrity_failures(error: BaseException) -> None:
+    """Timeouts, unstorable text and refused connections are not constraint violations."""
+    assert not failures.failure_is_integrity(error)
