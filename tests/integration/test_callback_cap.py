@@ -24,7 +24,7 @@ CAP = 3
 
 
 def dropped() -> float:
-    return metrics.CALLBACK_REPORTS_DROPPED._value.get()
+    return float(metrics.CALLBACK_REPORTS_DROPPED._value.get())
 
 
 async def test_item_12_reports_past_the_cap_are_answered_ignored_and_not_stored(
