@@ -4,7 +4,11 @@ Pure code: ``parse_report`` reads a body, ``plan`` decides a batch from the
 stored state of its messages, and ``receipt_store`` runs the statements. A
 receipt already stored is a duplicate and changes nothing; every other receipt
 is stored raw, with its outcome, next to the status change it caused. Moves
-only go forward (the rank), and the store repeats that guard in SQL.
+only go forward (the rank), and the store repeats that guard in SQL. A report
+claiming a provider message id that another message holds is a mismatch. One
+capability URL cannot store without bound: past a cap of receipts per message,
+only a report that moves the status is stored (a final report is never lost);
+the others are answered ``ignored``.
 """
 
 from __future__ import annotations

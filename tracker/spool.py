@@ -2,8 +2,10 @@
 
 Appends are fsynced before the callback is answered, so an acknowledged report
 survives a crash. The replayer renames the spool before reading it (appends go
-on into a fresh file), applies it idempotently (receipts are deduplicated), and
-deletes it only after every receipt in it was committed or quarantined.
+on into a fresh file), streams it in batches from a thread (never the whole
+file, never on the event loop), applies it idempotently (receipts are
+deduplicated), and deletes it only after every receipt in it was committed or
+quarantined.
 
 A receipt the database refuses on its own (while it accepts the others) would
 block every replay after it, so it is set aside in ``<spool>.quarantine``

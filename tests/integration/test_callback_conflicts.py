@@ -12,6 +12,7 @@ import json
 import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import select, text
@@ -189,3 +190,58 @@ async def test_item_4_a_refused_report_resent_is_refused_again_without_a_second_
     assert answers == [409, 409]
     assert await receipts_of(database, second) == ["mismatch"]
     assert Spool(settings.spool_path).backlog() == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite has one writer
+async def test_item_4_a_provider_id_taken_by_a_concurrent_transaction_is_refused_not_spooled(
+    database: db.Database, database_url: str, tmp_path: Path
+) -> None:
+    """Item 4: the planner cannot see an uncommitted claim of the same provider id; the
+    unique violation at commit splits the batch: the other report applies, this one is 409."""
+    claimant = await add_message(database, status=messages.Status.SENDING)
+    taker = await add_message(database, status=messages.Status.SENDING)
+    good = await add_message(database, provider_message_id="p-good")
+    other = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    transaction = other.transaction()
+    await transaction.start()
+    await other.execute("UPDATE messages SET provider_message_id = 'p-x' WHERE id = $1", taker)
+    spool = Spool(tmp_path / "spool.jsonl")
+    ingester = callbacks.Ingester(database, spool, deadline_seconds=5.0)
+    await ingester.start(replay_interval=3600)
+    try:
+        submitted = asyncio.gather(
+            ingester.submit(receipt(good, report(message_id="p-good"))),
+            ingester.submit(receipt(claimant, report(message_id="p-x"))),
+        )
+        await _until_the_writer_waits_for_a_lock(database_url)
+        await transaction.commit()
+        outcomes = await submitted
+        breaker = ingester._broken_until
+    finally:
+        await other.close()
+        await ingester.stop()
+    assert outcomes == [reports.Outcome.APPLIED, reports.Outcome.MISMATCH]
+    assert breaker == 0.0
+    assert spool.backlog() == 0
+    assert (await fetch_message(database, claimant)).provider_message_id is None
+    assert (await fetch_message(database, taker)).provider_message_id == "p-x"
+    assert await receipts_of(database, claimant) == ["mismatch"]
+
+
+async def _until_the_writer_waits_for_a_lock(database_url: str) -> None:
+    """Poll (from a connection outside any transaction: pg_stat_activity is a snapshot
+    per transaction) until the ingester waits on the other transaction."""
+    watcher = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        for _ in range(500):
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'tracker-callbacks' AND wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+    raise AssertionError("the writer never waited for the lock")
