@@ -220,7 +220,7 @@ async def test_item_4_a_provider_id_taken_by_a_concurrent_transaction_is_refused
     finally:
         await other.close()
         await ingester.stop()
-    assert outcomes == [reports.Outcome.APPLIED, reports.Outcome.MISMATCH]
+    assert list(outcomes) == [reports.Outcome.APPLIED, reports.Outcome.MISMATCH]
     assert breaker == 0.0
     assert spool.backlog() == 0
     assert (await fetch_message(database, claimant)).provider_message_id is None
