@@ -77,7 +77,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = db.Database(settings.async_database_url)
         ingester = callbacks.Ingester(
-            database, Spool(settings.spool_path), settings.callback_db_deadline_seconds
+            database,
+            Spool(settings.spool_path),
+            settings.callback_db_deadline_seconds,
+            reports_per_message=settings.callback_reports_per_message,
         )
         async with provider_client(settings, provider_transport) as http:
             app.state.services = Services(

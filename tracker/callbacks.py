@@ -5,6 +5,11 @@ whatever is waiting in one short transaction under a deadline, then resolves
 each request. A request is answered 200 only after its receipt was committed
 or fsynced to the spool. While the database fails, a breaker sends receipts
 straight to the spool; the replayer applies the spool once the database is back.
+
+Only a failure of the database (unreachable, too slow, locked) opens the
+breaker. A batch the database refuses for what one receipt holds (a constraint)
+is split until that receipt stands alone: the others are applied and answered
+as usual, and it is recorded and refused as a mismatch.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import text
 
-from tracker import db, logs, metrics, receipt_store, receipt_writer, reports
+from tracker import db, failures, logs, metrics, receipt_store, receipt_writer, reports
 from tracker.spool import Spool
 
 log = logs.get_logger(__name__)
@@ -40,11 +46,21 @@ class _Pending:
 class Ingester:
     """Group commit of receipts, with the spool as the fallback."""
 
-    def __init__(self, database: db.Database, spool: Spool, deadline_seconds: float) -> None:
+    def __init__(
+        self,
+        database: db.Database,
+        spool: Spool,
+        deadline_seconds: float,
+        *,
+        reports_per_message: int = reports.REPORTS_PER_MESSAGE,
+    ) -> None:
         self.database = database
         self.spool = spool
         self.deadline_seconds = deadline_seconds
-        self.writer = receipt_writer.for_database(database, deadline_seconds)
+        self.reports_per_message = reports_per_message
+        self.writer = receipt_writer.for_database(
+            database, deadline_seconds, cap=reports_per_message
+        )
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._broken_until = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,19 +112,50 @@ class Ingester:
                 await self._spool_and_resolve(batch)
                 continue
             try:
-                outcomes = await self._apply(batch)
-            except Exception as exc:  # any database failure: the spool takes over
+                await self._commit(batch)
+            except Exception as exc:  # the database failed: the spool takes over
                 self._broken_until = time.monotonic() + BREAKER_SECONDS
                 log.warning("callback_db_unavailable", error=type(exc).__name__, batch=len(batch))
-                await self._spool_and_resolve(batch)
-                continue
-            metrics.CALLBACK_BATCH_SIZE.observe(len(batch))
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(outcome)
+                await self._spool_and_resolve([p for p in batch if not p.future.done()])
 
-    async def _apply(self, batch: list[_Pending]) -> list[reports.Outcome]:
-        return await self.writer.apply([p.receipt for p in batch])
+    async def _commit(self, batch: list[_Pending], refuse: frozenset[str] = frozenset()) -> None:
+        """Apply a batch and resolve its requests; raises only for a systemic failure.
+
+        A batch refused for what it holds is split in halves (applied in order)
+        until the receipt to blame stands alone.
+        """
+        try:
+            outcomes = await self.writer.apply([p.receipt for p in batch], refuse=refuse)
+        except Exception as exc:
+            if failures.failure_is_systemic(exc):
+                raise
+            if len(batch) == 1:
+                await self._set_aside(batch[0], exc, refused=bool(refuse))
+            else:
+                middle = len(batch) // 2
+                await self._commit(batch[:middle])
+                await self._commit(batch[middle:])
+            return
+        metrics.CALLBACK_BATCH_SIZE.observe(len(batch))
+        _count_dropped(outcomes)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(outcome)
+
+    async def _set_aside(self, pending: _Pending, error: Exception, *, refused: bool) -> None:
+        """A receipt the database refuses on its own. A constraint it breaks is a
+        contradiction: recorded as a mismatch (409). Anything else (or a record
+        that fails too) goes to the spool, whose replayer quarantines it if it
+        fails again: nothing answered 200 is lost, and the breaker stays shut."""
+        log.warning(
+            "callback_refused_by_database",
+            message_id=str(pending.receipt.message_id),
+            error=type(error).__name__,
+        )
+        if failures.failure_is_integrity(error) and not refused:
+            await self._commit([pending], refuse=frozenset({pending.receipt.dedupe_key}))
+        else:
+            await self._spool_and_resolve([pending])
 
     async def _spool_and_resolve(self, batch: list[_Pending]) -> None:
         try:
@@ -130,51 +177,85 @@ class Ingester:
             if time.monotonic() < self._broken_until:
                 continue
             try:
-                await replay(self.database, self.spool)
+                await replay(self.database, self.spool, cap=self.reports_per_message)
             except Exception as exc:  # the database is still away; try again later
                 log.warning("callback_replay_deferred", error=type(exc).__name__)
 
 
-async def replay(database: db.Database, spool: Spool, batch_size: int = MAX_BATCH) -> int:
+def _count_dropped(outcomes: list[reports.Outcome]) -> None:
+    dropped = outcomes.count(reports.Outcome.IGNORED)
+    if dropped:
+        metrics.CALLBACK_REPORTS_DROPPED.inc(dropped)
+
+
+async def replay(
+    database: db.Database,
+    spool: Spool,
+    batch_size: int = MAX_BATCH,
+    *,
+    cap: int = reports.REPORTS_PER_MESSAGE,
+) -> int:
     """Apply every spooled receipt; returns how many were read. Idempotent.
 
-    Raises (leaving the spool for the next attempt) while the database fails;
-    a receipt that fails on its own is quarantined instead of blocking the rest.
+    Each file is streamed in batches, and the file work (reading, parsing, the
+    fsyncs of quarantine) runs in a thread, never on the event loop. Raises
+    (leaving the spool for the next attempt) while the database fails; a
+    receipt that fails on its own is quarantined instead of blocking the rest.
     """
     total = 0
     for path in await asyncio.to_thread(spool.claim):
-        receipts = spool.read(path)
-        for start in range(0, len(receipts), batch_size):
-            await _replay_batch(database, spool, receipts[start : start + batch_size])
-        path.unlink()
-        total += len(receipts)
-        log.info("callback_spool_replayed", file=path.name, receipts=len(receipts))
+        count = await _replay_file(database, spool, path, batch_size, cap)
+        await asyncio.to_thread(path.unlink)
+        total += count
+        log.info("callback_spool_replayed", file=path.name, receipts=count)
     metrics.SPOOL_BACKLOG.set(await asyncio.to_thread(spool.backlog))
     return total
 
 
-async def _replay_batch(database: db.Database, spool: Spool, batch: list[reports.Receipt]) -> None:
+async def _replay_file(
+    database: db.Database, spool: Spool, path: Path, batch_size: int, cap: int
+) -> int:
+    batches = spool.batches(path, batch_size)
+    count, end = 0, list[reports.Receipt]()
     try:
-        await _apply_in_own_transaction(database, batch)
+        while batch := await asyncio.to_thread(next, batches, end):
+            await _replay_batch(database, spool, batch, cap)
+            count += len(batch)
+    finally:
+        # Cancelled while a thread still reads: that thread finishes its step and
+        # the generator (with its file) is closed when it is collected.
+        with contextlib.suppress(ValueError):  # "generator already executing"
+            await asyncio.to_thread(batches.close)
+    return count
+
+
+async def _replay_batch(
+    database: db.Database, spool: Spool, batch: list[reports.Receipt], cap: int
+) -> None:
+    try:
+        await _apply_in_own_transaction(database, batch, cap)
     except Exception as error:
-        if reports.failure_is_systemic(error):
+        if failures.failure_is_systemic(error):
             raise
     else:
         return
     # Something in the batch is refused: apply one at a time to find what.
     for receipt in batch:
         try:
-            await _apply_in_own_transaction(database, [receipt])
+            await _apply_in_own_transaction(database, [receipt], cap)
         except Exception as error:
-            if reports.failure_is_systemic(error):
+            if failures.failure_is_systemic(error):
                 raise
             await _check_reachable(database, error)
             await _quarantine(spool, receipt, error)
 
 
-async def _apply_in_own_transaction(database: db.Database, batch: list[reports.Receipt]) -> None:
+async def _apply_in_own_transaction(
+    database: db.Database, batch: list[reports.Receipt], cap: int
+) -> None:
     async with database.write() as session:
-        await receipt_store.apply_receipts(session, batch)
+        outcomes = await receipt_store.apply_receipts(session, batch, cap=cap)
+    _count_dropped(outcomes)
 
 
 async def _check_reachable(database: db.Database, error: Exception) -> None:

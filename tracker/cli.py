@@ -169,7 +169,8 @@ def callbacks_replay() -> None:
 
     settings = load_settings()
     spool = Spool(settings.spool_path)
-    count = run(_with_database(settings, lambda d: callbacks.replay(d, spool)))
+    cap = settings.callback_reports_per_message
+    count = run(_with_database(settings, lambda d: callbacks.replay(d, spool, cap=cap)))
     typer.echo(f"replayed {count} callbacks from {settings.spool_path}")
 
 

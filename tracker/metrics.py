@@ -19,6 +19,11 @@ CALLBACK_BATCH_SIZE = Histogram(
     "Callbacks applied per database transaction (group commit).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+CALLBACK_REPORTS_DROPPED = Counter(
+    "tracker_callback_reports_dropped_total",
+    "Reports not stored because their message holds TRACKER_CALLBACK_REPORTS_PER_MESSAGE "
+    "receipts already and they move nothing (answered 200 ignored).",
+)
 SPOOL_BACKLOG = Gauge(
     "tracker_callback_spool_backlog",
     "Callbacks waiting in the local spool for the database to come back.",

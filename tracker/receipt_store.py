@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +32,10 @@ _NOT_FINAL_RANK = messages.RANK[messages.Status.PENDING]
 
 
 async def apply_receipts(
-    session: AsyncSession, receipts: list[reports.Receipt]
+    session: AsyncSession,
+    receipts: list[reports.Receipt],
+    *,
+    cap: int = reports.REPORTS_PER_MESSAGE,
 ) -> list[reports.Outcome]:
     """Apply a batch in the session's write transaction; one outcome per receipt.
 
@@ -49,37 +52,50 @@ async def apply_receipts(
         # Statements outside a transaction would each commit on their own.
         raise RuntimeError("apply_receipts needs a session in a write transaction")
     if postgresql:
-        return await apply_on_postgresql(driver, receipts)
-    snapshots, seen = _SQLite.decode_reads(
-        receipts, await driver.execute_fetchall(*_SQLite.reads(receipts))
-    )
-    plan = reports.plan(receipts, snapshots, seen)
+        return await apply_on_postgresql(driver, receipts, cap=cap)
+    rows = await driver.execute_fetchall(*_SQLite.reads(receipts, cap))
+    plan = reports.plan(receipts, _SQLite.decode_reads(rows), cap=cap)
     for statement in _SQLite.writes(plan):
         await driver.execute_fetchall(*statement)
     return plan.outcomes
 
 
 def apply_on_sqlite(
-    connection: sqlite3.Connection, receipts: list[reports.Receipt]
+    connection: sqlite3.Connection,
+    receipts: list[reports.Receipt],
+    *,
+    cap: int = reports.REPORTS_PER_MESSAGE,
+    refuse: Collection[str] = (),
 ) -> list[reports.Outcome]:
-    """The batch on a plain sqlite3 connection, in the transaction the caller began."""
-    rows = connection.execute(*_SQLite.reads(receipts)).fetchall()
-    plan = reports.plan(receipts, *_SQLite.decode_reads(receipts, rows))
+    """The batch on a plain sqlite3 connection, in the transaction the caller began
+    (``cap`` and ``refuse``: see ``reports.plan``)."""
+    rows = connection.execute(*_SQLite.reads(receipts, cap)).fetchall()
+    stored = _SQLite.decode_reads(rows)
+    plan = reports.plan(receipts, stored, cap=cap, refuse=refuse)
     for statement in _SQLite.writes(plan):
         connection.execute(*statement)
     return plan.outcomes
 
 
 async def apply_on_postgresql(
-    driver: Any, receipts: list[reports.Receipt]
+    driver: Any,
+    receipts: list[reports.Receipt],
+    *,
+    cap: int = reports.REPORTS_PER_MESSAGE,
+    refuse: Collection[str] = (),
 ) -> list[reports.Outcome]:
     """The batch on an asyncpg connection, in the transaction the caller began."""
-    rows = await driver.fetch(_PostgreSQL.SNAPSHOTS, list({r.message_id for r in receipts}))
-    snapshots = {uuid.UUID(int=row[0].int): _snapshot(row) for row in rows}
+    ids = list({r.message_id for r in receipts})
+    rows = await driver.fetch(_PostgreSQL.SNAPSHOTS, ids)
+    stored = reports.Stored(snapshots={uuid.UUID(int=row[0].int): _snapshot(row) for row in rows})
     # Read after the locks: a concurrent batch holding one of these messages (the
     # replayer's) has committed by now, so its receipts count as duplicates here.
-    known = await driver.fetch(_PostgreSQL.KNOWN, list({r.dedupe_key for r in receipts}))
-    plan = reports.plan(receipts, snapshots, {row[0]: row[1] for row in known})
+    keys = list({r.dedupe_key for r in receipts})
+    for kind, key, value in await driver.fetch(
+        _PostgreSQL.KNOWN, keys, reports.provider_ids(receipts), ids, cap
+    ):
+        _decode_known(stored, kind, key, value)
+    plan = reports.plan(receipts, stored, cap=cap, refuse=refuse)
     await driver.execute(_PostgreSQL.WRITE, *_PostgreSQL.parameters(plan))
     return plan.outcomes
 
@@ -124,12 +140,22 @@ class _SQLite:
     with JSON1, as every supported Python build has.
     """
 
+    # Also: which messages hold the provider ids the reports claim (the unique
+    # index would refuse a second one), and how many receipts each message has
+    # stored, counted no further than the cap.
     READS = """
         SELECT 'message', id, status, contact, provider_message_id FROM messages
-        WHERE id IN (SELECT value FROM json_each(?))
+        WHERE id IN (SELECT value FROM json_each(?1))
         UNION ALL
         SELECT 'receipt', dedupe_key, outcome, NULL, NULL FROM callback_receipts
-        WHERE dedupe_key IN (SELECT value FROM json_each(?))
+        WHERE dedupe_key IN (SELECT value FROM json_each(?2))
+        UNION ALL
+        SELECT 'owner', provider_message_id, id, NULL, NULL FROM messages
+        WHERE provider_message_id IN (SELECT value FROM json_each(?3))
+        UNION ALL
+        SELECT 'count', m.value, (SELECT count(*) FROM (SELECT 1 FROM callback_receipts AS r
+            WHERE r.message_id = m.value LIMIT ?4)), NULL, NULL
+        FROM json_each(?1) AS m
     """
     # Each JSON row [a, b, ...] is read back with json_extract(value, '$[n]').
     # coalesce() rather than "AND provider_message_id IS NULL": with that term
@@ -187,25 +213,23 @@ class _SQLite:
     """
 
     @classmethod
-    def reads(cls, receipts: list[reports.Receipt]) -> Statement:
+    def reads(cls, receipts: list[reports.Receipt], cap: int) -> Statement:
         ids = list({r.message_id.hex for r in receipts})
         keys = list({r.dedupe_key for r in receipts})
-        return cls.READS, (_json_dumps(ids), _json_dumps(keys))
+        claimed = reports.provider_ids(receipts)
+        return cls.READS, (_json_dumps(ids), _json_dumps(keys), _json_dumps(claimed), cap)
 
     @staticmethod
-    def decode_reads(
-        receipts: list[reports.Receipt], rows: Iterable[Any]
-    ) -> tuple[dict[uuid.UUID, reports.Snapshot], dict[str, str]]:
-        """(snapshots by message id, dedupe key -> outcome of the receipts stored)."""
-        by_hex = {r.message_id.hex: r.message_id for r in receipts}
-        snapshots: dict[uuid.UUID, reports.Snapshot] = {}
-        seen: dict[str, str] = {}
+    def decode_reads(rows: Iterable[Any]) -> reports.Stored:
+        """What READS found."""
+        stored = reports.Stored()
         for kind, key, *values in rows:
             if kind == "message":
-                snapshots[by_hex[key]] = reports.Snapshot(messages.Status(values[0]), *values[1:])
+                snapshot = reports.Snapshot(messages.Status(values[0]), *values[1:])
+                stored.snapshots[uuid.UUID(hex=key)] = snapshot
             else:
-                seen[key] = values[0]
-        return snapshots, seen
+                _decode_known(stored, kind, key, values[0])
+        return stored
 
     @classmethod
     def writes(cls, plan: reports.Plan) -> list[Statement]:
@@ -236,7 +260,18 @@ class _PostgreSQL:
         "SELECT id, status, contact, provider_message_id FROM messages"
         " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
     )
-    KNOWN = "SELECT dedupe_key, outcome FROM callback_receipts WHERE dedupe_key = ANY($1::text[])"
+    # As _SQLite.READS, but the locked snapshots come first (SNAPSHOTS).
+    KNOWN = """
+        SELECT 'receipt', dedupe_key, outcome FROM callback_receipts
+        WHERE dedupe_key = ANY($1::text[])
+        UNION ALL
+        SELECT 'owner', provider_message_id, id::text FROM messages
+        WHERE provider_message_id = ANY($2::text[])
+        UNION ALL
+        SELECT 'count', m.id::text, (SELECT count(*) FROM (SELECT 1 FROM callback_receipts AS r
+            WHERE r.message_id = m.id LIMIT $4) AS c)::text
+        FROM unnest($3::uuid[]) AS m (id)
+    """
     WRITE = """
         WITH noted AS (
             UPDATE messages SET
@@ -285,6 +320,17 @@ class _PostgreSQL:
             *_columns(plan.events, len(reports.EventRow._fields)),
             _NOT_FINAL_RANK,
         ]
+
+
+def _decode_known(stored: reports.Stored, kind: str, key: str, value: Any) -> None:
+    """A row of the reads both databases share: a stored receipt's outcome, the
+    message holding a provider id, or a message's receipt count."""
+    if kind == "receipt":
+        stored.seen[key] = value
+    elif kind == "owner":
+        stored.owners[key] = uuid.UUID(value)
+    else:
+        stored.receipts[uuid.UUID(key)] = int(value)
 
 
 def _by_key(row: reports.ReceiptRow) -> str:

@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import sqlite3
 import time
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import asyncpg
@@ -41,21 +42,27 @@ _ADAPTER_ONLY = (
 
 
 class ReceiptWriter(Protocol):
-    async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]: ...
+    async def apply(
+        self, receipts: list[reports.Receipt], *, refuse: Collection[str] = ()
+    ) -> list[reports.Outcome]:
+        """Apply a batch in one transaction (``refuse``: see ``reports.plan``)."""
 
     async def close(self) -> None: ...
 
 
-def for_database(database: db.Database, deadline_seconds: float) -> ReceiptWriter:
-    """The writer for the database's dialect, connecting like its engine does."""
+def for_database(
+    database: db.Database, deadline_seconds: float, *, cap: int = reports.REPORTS_PER_MESSAGE
+) -> ReceiptWriter:
+    """The writer for the database's dialect, connecting like its engine does;
+    ``cap``: the receipts stored per message (``reports.plan``)."""
     engine = database.engine
     args, kwargs = engine.dialect.create_connect_args(engine.url)
     if database.is_sqlite:
         if engine.url.database in {None, "", ":memory:"}:
             # A connection of its own would see another, empty database.
             raise ValueError("the callback writer needs an SQLite database file")
-        return SQLiteWriter(database, list(args), dict(kwargs), deadline_seconds)
-    return PostgreSQLWriter(dict(kwargs), deadline_seconds)
+        return SQLiteWriter(database, list(args), dict(kwargs), deadline_seconds, cap)
+    return PostgreSQLWriter(dict(kwargs), deadline_seconds, cap)
 
 
 class SQLiteWriter:
@@ -67,8 +74,10 @@ class SQLiteWriter:
         connect_args: list[Any],
         connect_kwargs: dict[str, Any],
         deadline_seconds: float,
+        cap: int,
     ) -> None:
         self._database = database
+        self._cap = cap
         self._connect = (connect_args, connect_kwargs)
         self._deadline = deadline_seconds
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "callback-writer")
@@ -76,7 +85,9 @@ class SQLiteWriter:
         self._give_up_at = 0.0  # monotonic; the progress handler aborts past it
         self._cancelled = False
 
-    async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
+    async def apply(
+        self, receipts: list[reports.Receipt], *, refuse: Collection[str] = ()
+    ) -> list[reports.Outcome]:
         # One deadline for the whole batch, the wait for the write lock included.
         self._give_up_at = time.monotonic() + self._deadline
         self._cancelled = False
@@ -85,7 +96,8 @@ class SQLiteWriter:
             # waiting here is cheaper than SQLite's busy loop.
             async with asyncio.timeout(self._deadline):
                 await held.enter_async_context(self._database.write_lock())
-            work = asyncio.get_running_loop().run_in_executor(self._thread, self._apply, receipts)
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(self._thread, self._apply, receipts, refuse)
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
@@ -94,7 +106,9 @@ class SQLiteWriter:
                     await work  # the lock is held until the thread has let go
                 raise
 
-    def _apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
+    def _apply(
+        self, receipts: list[reports.Receipt], refuse: Collection[str]
+    ) -> list[reports.Outcome]:
         """On the writer's thread: the whole transaction, within what is left of the deadline."""
         connection = self._connection or self._open()
         left_ms = max(1, int((self._give_up_at - time.monotonic()) * 1000))
@@ -103,7 +117,9 @@ class SQLiteWriter:
             # statement still running past the deadline is aborted ("interrupted").
             connection.execute(f"PRAGMA busy_timeout={left_ms}")
             connection.execute("BEGIN IMMEDIATE")
-            outcomes = receipt_store.apply_on_sqlite(connection, receipts)
+            outcomes = receipt_store.apply_on_sqlite(
+                connection, receipts, cap=self._cap, refuse=refuse
+            )
             connection.execute("COMMIT")
         except BaseException:
             self._discard()  # closing rolls back whatever was begun
@@ -136,24 +152,29 @@ class SQLiteWriter:
 class PostgreSQLWriter:
     """One asyncpg connection of the ingester's own."""
 
-    def __init__(self, connect_kwargs: dict[str, Any], deadline_seconds: float) -> None:
+    def __init__(self, connect_kwargs: dict[str, Any], deadline_seconds: float, cap: int) -> None:
         self._connect_kwargs = {
             **{k: v for k, v in connect_kwargs.items() if k not in _ADAPTER_ONLY},
             "timeout": deadline_seconds,
             "server_settings": {"application_name": "tracker-callbacks"},
         }
         self._deadline = deadline_seconds
+        self._cap = cap
         self._timeout_ms = receipt_store.timeout_ms(deadline_seconds)
         self._connection: asyncpg.Connection | None = None
 
-    async def apply(self, receipts: list[reports.Receipt]) -> list[reports.Outcome]:
+    async def apply(
+        self, receipts: list[reports.Receipt], *, refuse: Collection[str] = ()
+    ) -> list[reports.Outcome]:
         try:
             async with asyncio.timeout(self._deadline):
                 connection = await self._connected()
                 async with connection.transaction():
                     # Per transaction (SET LOCAL), as a pooler in transaction mode needs.
                     await connection.execute(receipt_store.POSTGRESQL_TIMEOUTS, self._timeout_ms)
-                    return await receipt_store.apply_on_postgresql(connection, receipts)
+                    return await receipt_store.apply_on_postgresql(
+                        connection, receipts, cap=self._cap, refuse=refuse
+                    )
         except BaseException:
             self._discard()
             raise

@@ -4,7 +4,11 @@ Pure code: ``parse_report`` reads a body, ``plan`` decides a batch from the
 stored state of its messages, and ``receipt_store`` runs the statements. A
 receipt already stored is a duplicate and changes nothing; every other receipt
 is stored raw, with its outcome, next to the status change it caused. Moves
-only go forward (the rank), and the store repeats that guard in SQL.
+only go forward (the rank), and the store repeats that guard in SQL. A report
+claiming a provider message id that another message holds is a mismatch. One
+capability URL cannot store without bound: past a cap of receipts per message,
+only a report that moves the status is stored (a final report is never lost);
+the others are answered ``ignored``.
 """
 
 from __future__ import annotations
@@ -15,19 +19,19 @@ import functools
 import hashlib
 import json
 import re
-import sqlite3
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-
-import asyncpg
-from sqlalchemy import exc as sa_exc
 
 from tracker import logs, messages
 
 log = logs.get_logger(__name__)
 MAX_STATUS_LENGTH = 64
 MAX_DESCRIPTION_LENGTH = 255
+# Receipts stored per message (TRACKER_CALLBACK_REPORTS_PER_MESSAGE's default): past
+# it, only a report that moves the status is stored; the rest are answered "ignored".
+REPORTS_PER_MESSAGE = 50
 
 
 class Outcome(enum.StrEnum):
@@ -39,6 +43,7 @@ class Outcome(enum.StrEnum):
     MISMATCH = "mismatch"  # contradicts the stored message: recorded, refused
     MALFORMED = "malformed"  # not a report at all: recorded, refused
     UNKNOWN_MESSAGE = "unknown_message"  # no such message (e.g. restored database)
+    IGNORED = "ignored"  # past the message's cap and moves nothing: counted, not stored
 
 
 HTTP_STATUS = {Outcome.MISMATCH: 409, Outcome.MALFORMED: 400, Outcome.UNKNOWN_MESSAGE: 404}
@@ -57,6 +62,11 @@ class Receipt:
     @functools.cached_property
     def dedupe_key(self) -> str:
         return hashlib.sha256(f"{self.message_id}\n{self.body}".encode()).hexdigest()
+
+    @functools.cached_property
+    def report(self) -> Report | None:
+        """The body read as a report (once: the batch's reads need its provider id)."""
+        return parse_report(self.body)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,42 +174,6 @@ def storable_text(raw: str) -> str:
     return raw.replace("\x00", "\\u0000") if "\x00" in raw else raw
 
 
-# SQLSTATE classes that blame the database or the session, not the data sent:
-# 08 connection, 28 authorization, 3D no such database, 40 rollback (deadlock,
-# serialization), 42 syntax or access (a missing table: an unmigrated schema),
-# 53 resources, 55 lock not available, 57 operator intervention (statement
-# timeout, shutdown), 58 system error, XX internal error.
-_SYSTEMIC_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "40", "42", "53", "55", "57", "58", "XX"})
-
-
-def failure_is_systemic(error: BaseException) -> bool:
-    """Whether applying receipts failed because of the database (try again later)
-    rather than because of what one receipt holds (it will fail the same way).
-
-    Takes SQLAlchemy's errors and the drivers' own (the batch statements run on
-    the driver connection).
-    """
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return True  # SQLAlchemy's names for the driver errors below
-    if isinstance(error, sa_exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        error = error.orig or error
-    if isinstance(error, _SYSTEMIC_ERRORS):
-        return True  # unreachable, too slow, locked (SQLite), connection lost
-    sqlstate = getattr(error, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in _SYSTEMIC_SQLSTATE_CLASSES
-
-
-_SYSTEMIC_ERRORS = (
-    OSError,
-    TimeoutError,
-    sqlite3.OperationalError,
-    sqlite3.InterfaceError,
-    asyncpg.InterfaceError,
-)
-
-
 @dataclass
 class Snapshot:
     """What the batch knows of a message, kept current as the batch applies."""
@@ -209,12 +183,33 @@ class Snapshot:
     provider_message_id: str | None
 
 
-def _contradiction(report: Report, message: Snapshot) -> str | None:
+@dataclass
+class Stored:
+    """What the database holds for a batch, read under its write lock; ``plan``
+    keeps it current as the batch goes."""
+
+    snapshots: dict[uuid.UUID, Snapshot] = field(default_factory=dict)
+    seen: dict[str, str] = field(default_factory=dict)  # dedupe key -> its outcome
+    owners: dict[str, uuid.UUID] = field(default_factory=dict)  # provider id -> message
+    receipts: dict[uuid.UUID, int] = field(default_factory=dict)  # per message, to the cap
+
+
+def provider_ids(receipts: list[Receipt]) -> list[str]:
+    """The provider message ids the batch's reports claim (for ``Stored.owners``)."""
+    claimed = {r.report.provider_message_id for r in receipts if r.report is not None}
+    return [pmid for pmid in claimed if pmid]
+
+
+def _contradiction(
+    report: Report, message: Snapshot, owner: uuid.UUID | None, message_id: uuid.UUID
+) -> str | None:
     if report.contact is not None and report.contact.lstrip("+") != message.contact:
         return "contact differs from the message's"
     stored, reported = message.provider_message_id, report.provider_message_id
     if stored and reported and stored != reported:
         return "provider message id differs from the message's"
+    if owner is not None and owner != message_id:  # uq_messages_provider_message_id
+        return "provider message id belongs to another message"
     return None
 
 
@@ -277,24 +272,41 @@ class Plan:
 
 
 Decision = tuple[Outcome, str | None, messages.Status | None]
+_IGNORED: Decision = (Outcome.IGNORED, None, None)
 
 
 def _decide(
-    plan: Plan, receipt: Receipt, report: Report | None, message: Snapshot | None
+    plan: Plan, stored: Stored, receipt: Receipt, message: Snapshot | None, *, capped: bool
 ) -> Decision:
-    """(outcome, detail, new status) for one receipt; updates the snapshot and plan."""
+    """(outcome, detail, new status) for one receipt; updates ``stored`` and the plan.
+    Past the message's cap (``capped``) only a report that moves the status counts."""
+    report = receipt.report
+    refusal: Decision
     if report is None:
-        return Outcome.MALFORMED, "not a delivery report", None
-    if message is None:
-        return Outcome.UNKNOWN_MESSAGE, None, None
-    contradiction = _contradiction(report, message)
-    if contradiction:
-        return Outcome.MISMATCH, f"refused: {contradiction}", None
-    if report.provider_message_id and message.provider_message_id is None:
-        message.provider_message_id = report.provider_message_id
-        _note(plan, receipt.message_id, message, status_words=None)
+        refusal = Outcome.MALFORMED, "not a delivery report", None
+    elif message is None:
+        refusal = Outcome.UNKNOWN_MESSAGE, None, None
+    elif contradiction := _contradiction(
+        report, message, stored.owners.get(report.provider_message_id or ""), receipt.message_id
+    ):
+        refusal = Outcome.MISMATCH, f"refused: {contradiction}", None
+    else:
+        return _judge(plan, stored, receipt, report, message, capped=capped)
+    return _IGNORED if capped else refusal
+
+
+def _judge(
+    plan: Plan, stored: Stored, receipt: Receipt, report: Report, message: Snapshot, *, capped: bool
+) -> Decision:
+    """The decision for a report that does not contradict its message."""
     kind = messages.classify_report(report.status)
     target = messages.status_for_report(kind)
+    if capped and (target is None or not messages.can_move(message.status, target)):
+        return _IGNORED
+    if report.provider_message_id and message.provider_message_id is None:
+        message.provider_message_id = report.provider_message_id
+        stored.owners[report.provider_message_id] = receipt.message_id
+        _note(plan, receipt.message_id, message, status_words=None)
     if target is None:
         if not messages.is_final(message.status):  # a final status keeps its own words
             _note(plan, receipt.message_id, message, status_words=report)
@@ -346,30 +358,46 @@ def _no_move(receipt: Receipt, report: Report, kind: messages.ReportKind) -> Dec
     return Outcome.INTERIM, f"interim status {report.status!r}", None
 
 
+REFUSED_BY_DATABASE = "refused: the database refused this report"
+
+
 def plan(
-    receipts: list[Receipt], snapshots: dict[uuid.UUID, Snapshot], seen: dict[str, str]
+    receipts: list[Receipt],
+    stored: Stored,
+    *,
+    cap: int = REPORTS_PER_MESSAGE,
+    refuse: Collection[str] = (),
 ) -> Plan:
     """Decide a batch: one outcome per receipt, in order, and the rows to write.
 
-    ``snapshots`` are the batch's messages as stored (locked, or read under the
-    write lock); ``seen`` maps the dedupe keys already stored to their outcome.
-    Both are updated as the batch goes, so a batch holding two reports for one
-    message decides the second from the first.
+    ``stored`` is updated as the batch goes, so a batch holding two reports for
+    one message decides the second from the first. A message holding ``cap``
+    receipts stores no more of them, except one that moves its status (a final
+    report is never lost). ``refuse`` holds the dedupe keys of receipts the
+    database refused on their own: they are recorded as mismatches and change
+    nothing.
     """
     result = Plan(now=_utcnow())
     for receipt in receipts:
-        if receipt.dedupe_key in seen:
-            result.outcomes.append(_repeated(seen[receipt.dedupe_key]))
+        if receipt.dedupe_key in stored.seen:
+            result.outcomes.append(_repeated(stored.seen[receipt.dedupe_key]))
             continue
-        report = parse_report(receipt.body)
-        snapshot = snapshots.get(receipt.message_id)
+        snapshot = stored.snapshots.get(receipt.message_id)
         before = snapshot.status if snapshot else None
-        outcome, detail, moved_to = _decide(result, receipt, report, snapshot)
-        seen[receipt.dedupe_key] = outcome.value
+        count = stored.receipts.get(receipt.message_id, 0)
+        if receipt.dedupe_key in refuse:
+            decision: Decision = (Outcome.MISMATCH, REFUSED_BY_DATABASE, None)
+        else:
+            decision = _decide(result, stored, receipt, snapshot, capped=count >= cap)
+        outcome, detail, moved_to = decision
         result.outcomes.append(outcome)
+        if outcome is Outcome.IGNORED:
+            continue
+        stored.seen[receipt.dedupe_key] = outcome.value
+        stored.receipts[receipt.message_id] = count + 1
         result.receipts.append(_receipt_row(receipt, outcome))
         if snapshot is not None:
-            result.events.append(_event_row(receipt, report, before, moved_to, detail))
+            result.events.append(_event_row(receipt, receipt.report, before, moved_to, detail))
     return result
 
 

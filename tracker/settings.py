@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     dlr_overdue_seconds: int = Field(default=86_400, ge=60)
     callback_db_deadline_seconds: float = Field(default=1.5, gt=0, lt=5)
     callback_max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    # Receipts (and events) stored per message from its callback URL; past it only a
+    # report that moves the status is stored, so a final report is never lost.
+    callback_reports_per_message: int = Field(default=50, ge=1, le=100_000)
 
     @model_validator(mode="before")
     @classmethod

@@ -2,8 +2,10 @@
 
 Appends are fsynced before the callback is answered, so an acknowledged report
 survives a crash. The replayer renames the spool before reading it (appends go
-on into a fresh file), applies it idempotently (receipts are deduplicated), and
-deletes it only after every receipt in it was committed or quarantined.
+on into a fresh file), streams it in batches from a thread (never the whole
+file, never on the event loop), applies it idempotently (receipts are
+deduplicated), and deletes it only after every receipt in it was committed or
+quarantined.
 
 A receipt the database refuses on its own (while it accepts the others) would
 block every replay after it, so it is set aside in ``<spool>.quarantine``
@@ -21,6 +23,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 from tracker import db, logs
@@ -95,20 +98,38 @@ class Spool:
                     os.close(fd)
         return sorted(self.path.parent.glob(f"{self.path.name}.*{CLAIMED_SUFFIX}"))
 
+    def batches(self, path: Path, size: int) -> Generator[list[Receipt], None, None]:
+        """The receipts in a claimed file, in lists of at most ``size``, streamed line
+        by line: memory holds one batch, never the file (blocking: step it from a
+        thread). A line that cannot be read (a crash mid-write, a hand edit) is
+        quarantined as it is, never silently dropped."""
+        batch: list[Receipt] = []
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                receipt = self._parse_line(path, number, raw)
+                if receipt is not None:
+                    batch.append(receipt)
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
     def read(self, path: Path) -> list[Receipt]:
-        """The receipts in a claimed file. A line that cannot be read (a crash
-        mid-write, a hand edit) is quarantined as it is, never silently dropped."""
-        receipts = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                receipts.append(Receipt.from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                log.warning("spool_line_unreadable", file=path.name, line=number)
-                unreadable = {"raw": line, "quarantined_at": db.utcnow().isoformat()}
-                self._append_lines(self.quarantine_path, [{**unreadable, "reason": "unreadable"}])
-        return receipts
+        """Every receipt in a claimed file at once (for small files: replay streams)."""
+        return [receipt for batch in self.batches(path, 1024) for receipt in batch]
+
+    def _parse_line(self, path: Path, number: int, raw: bytes) -> Receipt | None:
+        if not raw.strip():
+            return None
+        try:
+            return Receipt.from_json(json.loads(raw.decode("utf-8")))
+        except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
+            log.warning("spool_line_unreadable", file=path.name, line=number)
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            unreadable = {"raw": line, "quarantined_at": db.utcnow().isoformat()}
+            self._append_lines(self.quarantine_path, [{**unreadable, "reason": "unreadable"}])
+            return None
 
     def backlog(self) -> int:
         """How many receipts wait in the spool (for the metric and the stats)."""

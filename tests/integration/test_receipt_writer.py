@@ -52,7 +52,9 @@ async def test_a_sqlite_statement_past_the_deadline_is_interrupted(
     message_id = await add_message(database)
     real_apply = receipt_store.apply_on_sqlite
 
-    def endless(connection: sqlite3.Connection, _receipts: list[reports.Receipt]) -> None:
+    def endless(
+        connection: sqlite3.Connection, _receipts: list[reports.Receipt], **_options: object
+    ) -> None:
         connection.execute(ENDLESS_QUERY).fetchall()
 
     writer = receipt_writer.for_database(database, DEADLINE)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
+import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from tracker import reports
+from tracker import failures, reports
 
 
 class FakeDriverError(Exception):
@@ -75,7 +77,7 @@ def test_storable_text_escapes_nul_and_leaves_the_rest() -> None:
 )
 def test_failures_of_the_database_are_systemic(error: BaseException) -> None:
     """These say nothing about the receipt: the replay waits and tries again."""
-    assert reports.failure_is_systemic(error)
+    assert failures.failure_is_systemic(error)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +93,7 @@ def test_failures_of_the_database_are_systemic(error: BaseException) -> None:
 )
 def test_failures_caused_by_the_data_are_not_systemic(error: BaseException) -> None:
     """These fail the same way every time: the receipt alone is to blame."""
-    assert not reports.failure_is_systemic(error)
+    assert not failures.failure_is_systemic(error)
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
@@ -99,3 +101,29 @@ def test_a_body_with_a_non_json_number_is_not_a_report(constant: str) -> None:
     """Python's json reads NaN and Infinity; the provider's JSON cannot hold them."""
     assert reports.parse_report(f'{{"status": "Delivered", "price": {constant}}}') is None
     assert reports.parse_report('{"status": "Delivered", "price": 1.5}') is not None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlite3.IntegrityError("UNIQUE constraint failed: messages.provider_message_id"),
+        asyncpg.UniqueViolationError("duplicate key value"),
+        asyncpg.CheckViolationError("check"),
+        sa_exc.IntegrityError("UPDATE", {}, Exception("constraint")),
+        dbapi_error("23505"),
+    ],
+)
+def test_item_4_a_constraint_violation_is_an_integrity_failure_not_an_outage(
+    error: BaseException,
+) -> None:
+    """Item 4: a broken constraint blames the batch's data, never the database."""
+    assert failures.failure_is_integrity(error)
+    assert not failures.failure_is_systemic(error)
+
+
+@pytest.mark.parametrize(
+    "error", [dbapi_error("57014"), dbapi_error("22021"), ConnectionRefusedError()]
+)
+def test_other_failures_are_not_integrity_failures(error: BaseException) -> None:
+    """Timeouts, unstorable text and refused connections are not constraint violations."""
+    assert not failures.failure_is_integrity(error)
