@@ -69,8 +69,13 @@ class Running:
 
 
 @contextmanager
-def started(*args: str, env: Mapping[str, str], ready_url: str | None = None) -> Iterator[Running]:
-    """A tracker subprocess, always stopped (TERM, then KILL) on exit."""
+def started(
+    *args: str,
+    env: Mapping[str, str],
+    ready_url: str | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> Iterator[Running]:
+    """A tracker subprocess, always stopped (TERM, then KILL) on exit; ``pass_fds`` it inherits."""
     with tempfile.NamedTemporaryFile(prefix="tracker-", suffix=".log", delete=False) as log:
         process = subprocess.Popen(
             tracker_command(*args),
@@ -78,6 +83,7 @@ def started(*args: str, env: Mapping[str, str], ready_url: str | None = None) ->
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
     running = Running(process, Path(log.name))
     try:
