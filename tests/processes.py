@@ -30,7 +30,7 @@ def tracker_command(*args: str) -> list[str]:
 
 
 def run_tracker(
-    *args: str, env: Mapping[str, str], timeout: float = 60
+    *args: str, env: Mapping[str, str], timeout: float = 60, pass_fds: tuple[int, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         tracker_command(*args),
@@ -39,6 +39,7 @@ def run_tracker(
         text=True,
         timeout=timeout,
         check=False,
+        pass_fds=pass_fds,
     )
 
 
