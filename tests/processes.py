@@ -30,7 +30,7 @@ def tracker_command(*args: str) -> list[str]:
 
 
 def run_tracker(
-    *args: str, env: Mapping[str, str], timeout: float = 60
+    *args: str, env: Mapping[str, str], timeout: float = 60, pass_fds: tuple[int, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         tracker_command(*args),
@@ -39,6 +39,7 @@ def run_tracker(
         text=True,
         timeout=timeout,
         check=False,
+        pass_fds=pass_fds,
     )
 
 
@@ -69,8 +70,13 @@ class Running:
 
 
 @contextmanager
-def started(*args: str, env: Mapping[str, str], ready_url: str | None = None) -> Iterator[Running]:
-    """A tracker subprocess, always stopped (TERM, then KILL) on exit."""
+def started(
+    *args: str,
+    env: Mapping[str, str],
+    ready_url: str | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> Iterator[Running]:
+    """A tracker subprocess, always stopped (TERM, then KILL) on exit; ``pass_fds`` it inherits."""
     with tempfile.NamedTemporaryFile(prefix="tracker-", suffix=".log", delete=False) as log:
         process = subprocess.Popen(
             tracker_command(*args),
@@ -78,6 +84,7 @@ def started(*args: str, env: Mapping[str, str], ready_url: str | None = None) ->
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
     running = Running(process, Path(log.name))
     try:

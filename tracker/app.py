@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -50,6 +50,15 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+async def stop_sending(app: Starlette) -> None:
+    """Stop the dispatcher claiming and wait for its sends in flight to be recorded
+    (a no-op without one). ``serve`` calls it on SIGTERM, while callbacks still
+    arrive; the lifespan's end calls it again, which then returns at once."""
+    stop: Callable[[], Awaitable[None]] | None = getattr(app.state, "stop_sending", None)
+    if stop is not None:
+        await stop()
+
+
 class TrackerApp(Starlette):
     """Starlette, with callback POSTs taken before the middleware stack: the one
     route under outside load answers at several times the rate (see ``receiver``)."""
@@ -89,12 +98,17 @@ def create_app(
             await ingester.start()
             sender = dispatcher.create(settings, database, http) if run_dispatcher else None
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
-            try:
-                yield
-            finally:
+
+            async def stop_dispatcher() -> None:
                 if sender and task:
                     sender.stop()
                     await task
+
+            app.state.stop_sending = stop_dispatcher
+            try:
+                yield
+            finally:
+                await stop_dispatcher()
                 await ingester.stop()
                 await database.dispose()
 

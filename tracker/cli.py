@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 import tracker
 from tracker import auth, db, errors, logs, migrate, opscli
-from tracker.settings import Settings
+from tracker.settings import Settings, is_loopback_host
 
 T = TypeVar("T")
 cli = typer.Typer(
@@ -72,9 +72,16 @@ def root(
 
 
 @cli.command()
-def serve(
+def serve(  # noqa: PLR0917 - one parameter per CLI option
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    fd: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve on this inherited listening socket instead (systemd: --fd 3); "
+            "--host and --port are then ignored.",
+        ),
+    ] = None,
     no_dispatcher: Annotated[
         bool, typer.Option("--no-dispatcher", help="Serve the API only; run `tracker worker`.")
     ] = False,
@@ -87,26 +94,31 @@ def serve(
     sandbox_port: Annotated[int, typer.Option(help="Port of the --sandbox provider.")] = 8090,
 ) -> None:
     """Run the HTTP service: internal API, callback receiver, probes and the dispatcher."""
-    import uvicorn
-
-    from tracker.app import create_app, freeze_startup_objects
+    from tracker import server
+    from tracker.app import create_app, freeze_startup_objects, stop_sending
 
     settings = load_settings()
     if not (sandbox or no_dispatcher):
         settings.require_provider_credentials()
+    sock = server.inherited_socket(fd) if fd is not None else None
+    if sock is not None:
+        host, port = server.socket_host(sock), sock.getsockname()[1]
+    _require_callback_secrets_off_loopback(settings, host)
+    migrate.prepare_at_start(settings.async_database_url)
     with contextlib.ExitStack() as stack:
         if sandbox:
             settings = _with_sandbox(settings, stack, host, port, sandbox_port)
         app = create_app(settings, run_dispatcher=not no_dispatcher)
         freeze_startup_objects()
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
+        server.run(app, lambda: stop_sending(app), host=host, port=port, sock=sock)
+
+
+def _require_callback_secrets_off_loopback(settings: Settings, host: str) -> None:
+    """The development key is public: URLs it signs can be forged by anyone who can reach us."""
+    if not settings.callback_secrets.get_secret_value() and not is_loopback_host(host):
+        raise errors.ConfigurationError(
+            f"TRACKER_CALLBACK_SECRETS is not set, so callback URLs would be signed with the "
+            f"public development key: set it to listen on {host} (or listen on loopback)"
         )
 
 
@@ -119,7 +131,10 @@ def _with_sandbox(
     client_id = settings.kimisms_client_id or "sandbox-client"
     secret = settings.kimisms_client_secret.get_secret_value() or "sandbox-secret"
     config = SandboxConfig(
-        client_id=client_id, client_secret=secret, sender_names=settings.sender_names
+        client_id=client_id,
+        client_secret=secret,
+        sender_names=settings.sender_names,
+        rate_limit_per_minute=settings.rate_limit_per_minute,  # so /v1/stats counts true 429s
     )
     sandbox_url = stack.enter_context(running_sandbox(config, port=sandbox_port))
     public_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
@@ -142,6 +157,7 @@ def worker() -> None:
     """Run the dispatcher alone (one leads per database; others wait as standby)."""
     settings = load_settings()
     settings.require_provider_credentials()
+    migrate.prepare_at_start(settings.async_database_url)
     run(_run_worker(settings))
 
 

@@ -11,8 +11,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from tracker import errors, logs
+
+log = logs.get_logger(__name__)
 
 
 def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:
@@ -69,3 +74,45 @@ def _current_revision(connection: Connection) -> str | None:
 async def current_revision(connection: AsyncConnection) -> str | None:
     """The revision the database is at (None for an empty database)."""
     return await connection.run_sync(_current_revision)
+
+
+SCHEMA_CHECK_TIMEOUT_SECONDS = 5.0
+
+
+class SchemaBehind(errors.ConfigurationError):
+    """The database's schema is older than this code: ``tracker db upgrade`` is needed."""
+
+
+def prepare_at_start(url: str) -> None:
+    """Before ``serve`` or ``worker`` starts (blocking, no event loop running).
+
+    The embedded SQLite database is migrated here. A PostgreSQL schema is left
+    to ``tracker db upgrade`` (one migrator per deployment): one behind this
+    code stops the start with that advice, where it used to log ``no such
+    table`` every second. An unreachable database does not stop the start: the
+    callback receiver spools through an outage, restarts included.
+    """
+    if url.startswith("sqlite"):
+        upgrade(url)
+        return
+    try:
+        current = asyncio.run(_revision_at(url))
+    except (OSError, TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        log.warning("schema_check_skipped", reason="database unreachable", error=type(exc).__name__)
+        return
+    head = head_revision()
+    # An unknown revision is a newer one (a rollout in progress; migrations are additive).
+    if current != head and (current is None or is_known_revision(current)):
+        raise SchemaBehind(
+            f"the database schema is at {current or 'nothing'}, this code needs {head}: "
+            "run `tracker db upgrade` first"
+        )
+
+
+async def _revision_at(url: str) -> str | None:
+    engine = create_async_engine(url)
+    try:
+        async with asyncio.timeout(SCHEMA_CHECK_TIMEOUT_SECONDS), engine.connect() as connection:
+            return await current_revision(connection)
+    finally:
+        await engine.dispose()

@@ -25,6 +25,7 @@ import pytest
 import typer
 import yaml
 
+from tracker import server
 from tracker.app import create_app
 from tracker.cli import cli
 from tracker.settings import ENV_PREFIX, SECRET_FIELDS, Settings
@@ -577,3 +578,37 @@ def test_probes_and_the_healthcheck_hit_real_routes_on_the_served_port(
     # callback receiver can spool (DESIGN.md invariant 2).
     assert sorted(probes) == [("/healthz", 8000), ("/healthz", 8000), ("/readyz", 8000)]
     assert {"/healthz", "/readyz"} <= routes
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """key -> values of a systemd unit file (keys may repeat)."""
+    values: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            values.setdefault(key.strip(), []).append(value.strip())
+    return values
+
+
+def test_item_7_systemd_holds_the_socket_and_serve_inherits_it() -> None:
+    """tracker.socket listens on loopback :8000; tracker.service requires it and serves fd 3."""
+    socket_unit = unit_settings(DEPLOY / "systemd" / "tracker.socket")
+    service = unit_settings(DEPLOY / "systemd" / "tracker.service")
+    assert socket_unit["ListenStream"] == ["127.0.0.1:8000"]
+    assert socket_unit["Accept"] == ["no"]  # one service for the socket, not one per connection
+    assert socket_unit["Service"] == ["tracker.service"]
+    assert "tracker.socket" in service["Requires"][0]
+    (serve,) = [call for call in systemd_calls(DEPLOY) if call.args[0] == "serve"]
+    assert serve.args[serve.args.index("--fd") + 1] == "3"  # systemd's first passed descriptor
+
+
+def test_item_7_kubernetes_api_pods_keep_accepting_until_the_service_drops_them() -> None:
+    """The API pods sleep in preStop, and their grace period covers it and the drain."""
+    (api,) = [doc for path, doc in kubernetes_objects(DEPLOY) if path.name == "api-deployment.yaml"]
+    spec = api["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    sleep = int(command[1])
+    assert sleep >= 5  # endpoints and kube-proxy need a few seconds
+    assert spec["terminationGracePeriodSeconds"] >= sleep + server.CONNECTIONS_GRACE_SECONDS + 5
