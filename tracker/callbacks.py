@@ -99,7 +99,12 @@ class Ingester:
                 outcomes = await self._apply(batch)
             except Exception as exc:  # any database failure: the spool takes over
                 self._broken_until = time.monotonic() + BREAKER_SECONDS
-                log.warning("callback_db_unavailable", error=type(exc).__name__, batch=len(batch))
+                log.warning(
+                    "callback_db_unavailable",
+                    error=type(exc).__name__,
+                    batch=len(batch),
+                    exc_info=True,
+                )
                 await self._spool_and_resolve(batch)
                 continue
             metrics.CALLBACK_BATCH_SIZE.observe(len(batch))
@@ -132,7 +137,7 @@ class Ingester:
             try:
                 await replay(self.database, self.spool)
             except Exception as exc:  # the database is still away; try again later
-                log.warning("callback_replay_deferred", error=type(exc).__name__)
+                log.warning("callback_replay_deferred", error=type(exc).__name__, exc_info=True)
 
 
 async def replay(database: db.Database, spool: Spool, batch_size: int = MAX_BATCH) -> int:

@@ -51,6 +51,15 @@ SECRET_KEYS = frozenset(
     }
 )
 REDACTED = "[redacted]"
+# A traceback is text we did not write: besides numbers, cut what could be a
+# credential in it (a callback URL's capability token, a bearer token, a JWT,
+# a secret-named value in a repr).
+_TRACEBACK_SECRETS = re.compile(
+    r"(?P<keep>/v1/callbacks/kimisms/[^/\s'\"]+/|(?i:bearer)\s+"
+    r"|(?i:access_token|client_secret|password|secret|token)['\"]?\s*[:=]\s*['\"]?)"
+    r"[^\s'\",;}?#]+"
+    r"|eyJ[\w-]+\.[\w-]+\.[\w-]*"
+)
 
 
 def mask_phone_numbers(text: str) -> str:
@@ -63,6 +72,12 @@ def mask_phone_numbers(text: str) -> str:
     if len(text) < SHORTEST_NUMBER:
         return text
     return PHONE_PATTERN.sub(mask, text)
+
+
+def scrub_traceback(text: str) -> str:
+    """A rendered traceback with its numbers masked and anything token-like cut."""
+    cut = _TRACEBACK_SECRETS.sub(lambda m: (m["keep"] or "") + REDACTED, text)
+    return mask_phone_numbers(cut)
 
 
 def _redact_value(value: Any) -> Any:
@@ -85,6 +100,8 @@ def redact(
     for key in list(event_dict):
         if key.lower() in SECRET_KEYS:
             event_dict[key] = REDACTED
+        elif key == "exception" and isinstance(event_dict[key], str):  # format_exc_info's
+            event_dict[key] = scrub_traceback(event_dict[key])
         else:
             event_dict[key] = _redact_value(event_dict[key])
     return event_dict

@@ -217,3 +217,37 @@ def test_item_11_whatever_phonenumbers_reads_as_a_kenyan_mobile_is_masked(soup: 
         national = str(match.number.national_number)
         if match.number.country_code == 254 and national[0] in "17" and len(national) == 9:
             assert match.raw_string not in masked, (text, masked)
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def test_item_17_tracebacks_are_rendered_and_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """Item 17: exc_info becomes a JSON traceback, its numbers masked and tokens cut."""
+    logs.configure("json", "INFO")
+    url = "https://tracker.test/v1/callbacks/kimisms/01a2/k1.capability-secret"
+    try:
+        try:
+            _raise(RuntimeError(f"0712 345 678 at {url} with Bearer eyJhbGciOi.eyJzdWIi.c2ln"))
+        except RuntimeError:
+            logs.get_logger("tracker.test").warning("loop_edge_failed", exc_info=True)
+        try:
+            _raise(ValueError("password='hunter2hunter2' for 00254712345678"))
+        except ValueError:
+            logging.getLogger("uvicorn.error").exception("stdlib edge")
+        logs.flush()
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert [line["event"] for line in lines] == ["loop_edge_failed", "stdlib edge"]
+    ours, foreign = (line["exception"] for line in lines)
+    assert ours.startswith("Traceback (most recent call last):")
+    assert "RuntimeError: 2547****5678 at" in ours
+    assert "/v1/callbacks/kimisms/01a2/[redacted]" in ours
+    assert "Bearer [redacted]" in ours
+    assert "ValueError: password='[redacted]' for 2547****5678" in foreign
+    out = json.dumps(lines)
+    for secret in ("capability-secret", "eyJ", "hunter2", "345 678", "712345678"):
+        assert secret not in out
