@@ -115,7 +115,12 @@ class Ingester:
                 await self._commit(batch)
             except Exception as exc:  # the database failed: the spool takes over
                 self._broken_until = time.monotonic() + BREAKER_SECONDS
-                log.warning("callback_db_unavailable", error=type(exc).__name__, batch=len(batch))
+                log.warning(
+                    "callback_db_unavailable",
+                    error=type(exc).__name__,
+                    batch=len(batch),
+                    exc_info=True,
+                )
                 await self._spool_and_resolve([p for p in batch if not p.future.done()])
 
     async def _commit(self, batch: list[_Pending], refuse: frozenset[str] = frozenset()) -> None:
@@ -179,7 +184,7 @@ class Ingester:
             try:
                 await replay(self.database, self.spool, cap=self.reports_per_message)
             except Exception as exc:  # the database is still away; try again later
-                log.warning("callback_replay_deferred", error=type(exc).__name__)
+                log.warning("callback_replay_deferred", error=type(exc).__name__, exc_info=True)
 
 
 def _count_dropped(outcomes: list[reports.Outcome]) -> None:

@@ -88,7 +88,12 @@ class Dispatcher:
             try:
                 await self._dispatch_one()
             except Exception as exc:  # a database hiccup must not kill the dispatcher
-                log.warning("dispatcher_cycle_failed", error=type(exc).__name__, detail=str(exc))
+                log.warning(
+                    "dispatcher_cycle_failed",
+                    error=type(exc).__name__,
+                    detail=str(exc),
+                    exc_info=True,
+                )
                 await self._idle(1.0)
 
     async def _dispatch_one(self) -> None:
@@ -135,7 +140,7 @@ class Dispatcher:
         if not task.cancelled() and (exc := task.exception()) is not None:
             # Recording the outcome failed (the database, most likely): the lease
             # expires and the retry reuses the key, so nothing is lost or doubled.
-            log.error("message_outcome_unrecorded", error=type(exc).__name__)
+            log.error("message_outcome_unrecorded", error=type(exc).__name__, exc_info=exc)
 
     async def _idle(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -161,7 +166,7 @@ class Dispatcher:
             async with self.database.write() as session:
                 await outbox.expire_overdue(session, db.utcnow(), self._give_up_after)
         except Exception as exc:  # retried at the next sweep
-            log.warning("dispatcher_sweep_failed", error=type(exc).__name__)
+            log.warning("dispatcher_sweep_failed", error=type(exc).__name__, exc_info=True)
 
     async def _purge(self) -> None:
         """Housekeeping for the whole deployment, done by its one leader."""
@@ -169,7 +174,7 @@ class Dispatcher:
             async with self.database.write() as session:
                 purged = await store.purge_idempotency_keys(session, db.utcnow())
         except Exception as exc:  # retried at the next purge
-            log.warning("idempotency_purge_failed", error=type(exc).__name__)
+            log.warning("idempotency_purge_failed", error=type(exc).__name__, exc_info=True)
         else:
             if purged:
                 log.info("idempotency_keys_purged", count=purged)

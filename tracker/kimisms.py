@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ from tracker.pacing import Pacer
 log = logs.get_logger(__name__)
 REFRESH_MARGIN = dt.timedelta(days=1)
 DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=30)
+MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400  # a bigger expires_in would overflow the date
+RETRY_AFTER_MIN_SECONDS = 1.0
+RETRY_AFTER_MAX_SECONDS = 3600.0
+_DELTA_SECONDS = re.compile(r"[0-9]+")
+_DELTA_DIGITS = len(str(int(RETRY_AFTER_MAX_SECONDS)))
 
 
 class ProviderUnavailable(errors.ProviderError):
@@ -61,23 +67,46 @@ class _Token:
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Retry-After as seconds, from either of its two forms."""
-    value = response.headers.get("retry-after")
-    if not value:
+    """The answer's Retry-After in seconds (see ``parse_retry_after``)."""
+    return parse_retry_after(response.headers.get("retry-after"), db.utcnow())
+
+
+def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
+    """Retry-After as seconds, clamped to 1 s..1 h; None when absent or unreadable.
+
+    Either delta-seconds (ASCII digits only: ``str.isdigit`` also takes ``²``)
+    or any HTTP-date form. A provider's header must never raise past the client,
+    nor stall sending for longer than the clamp.
+    """
+    if value is None:
         return None
-    if value.strip().isdigit():
-        return float(value)
+    value = value.strip()
+    seconds: float | None
+    if _DELTA_SECONDS.fullmatch(value):
+        digits = value.lstrip("0") or "0"
+        # Long digit runs are beyond the clamp anyway; float() of them could overflow.
+        seconds = float(digits) if len(digits) <= _DELTA_DIGITS else RETRY_AFTER_MAX_SECONDS
+    else:
+        seconds = _seconds_until(value, now)
+    if seconds is None:
+        return None
+    return min(max(seconds, RETRY_AFTER_MIN_SECONDS), RETRY_AFTER_MAX_SECONDS)
+
+
+def _seconds_until(http_date: str, now: dt.datetime) -> float | None:
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(http_date)
+        if when.tzinfo is None:  # "-0000" and asctime dates: HTTP dates are UTC
+            when = when.replace(tzinfo=dt.UTC)
+        return (when - now).total_seconds()
+    except (TypeError, ValueError, OverflowError, IndexError):  # garbage: the default pause
         return None
-    return max(0.0, (when - db.utcnow()).total_seconds())
 
 
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
         return None
 
 
@@ -199,7 +228,7 @@ class KimismsClient:
             raise errors.ProviderError(
                 f"KIMISMS timed out ({type(exc).__name__})", permanent=False
             ) from None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # transport, undecodable body, redirect loop
             raise errors.ProviderError(
                 f"cannot reach KIMISMS ({type(exc).__name__})", permanent=False
             ) from None
@@ -257,7 +286,9 @@ class KimismsClient:
                 )
             raise error
         lifetime = body.get("expires_in")
-        seconds = lifetime if isinstance(lifetime, int) and lifetime > 0 else None
+        seconds = None
+        if isinstance(lifetime, int) and lifetime > 0:
+            seconds = min(lifetime, MAX_TOKEN_LIFETIME_SECONDS)
         now = db.utcnow()
         expires = now + (dt.timedelta(seconds=seconds) if seconds else DEFAULT_TOKEN_LIFETIME)
         metrics.TOKEN_REFRESHES.inc()

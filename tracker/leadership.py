@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,8 +26,15 @@ ADVISORY_LOCK_KEY = 0x6B696D69  # "kimi": one dispatcher per database
 POLL_SECONDS = 1.0
 
 
+# What a database that cannot be reached raises (SQLAlchemy wraps the driver's
+# errors; a refused or timed-out connect can surface as the OSError itself).
+UNREACHABLE = (sa_exc.SQLAlchemyError, OSError)
+
+
 class Leadership(Protocol):
-    async def try_acquire(self) -> bool: ...
+    async def try_acquire(self) -> bool:
+        """Whether we lead now; raises ``UNREACHABLE`` errors when the database is away."""
+        ...
 
     async def still_held(self) -> bool: ...
 
@@ -47,10 +55,9 @@ class AdvisoryLock:
                 text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
             )
             await self._connection.commit()
-        except Exception as exc:  # the database is away: not the leader
-            log.warning("leadership_check_failed", error=type(exc).__name__)
+        except BaseException:  # its state is unknown: the next try starts afresh
             await self._drop_connection()
-            return False
+            raise
         return bool(got)
 
     async def still_held(self) -> bool:
@@ -60,7 +67,8 @@ class AdvisoryLock:
         try:
             await self._connection.scalar(text("SELECT 1"))
             await self._connection.commit()
-        except Exception:  # connection lost: the server released the lock
+        except Exception as exc:  # connection lost: the server released the lock
+            log.warning("leadership_connection_lost", cause=type(exc).__name__, exc_info=True)
             await self._drop_connection()
             return False
         return True
@@ -119,14 +127,36 @@ def for_database(database: db.Database) -> Leadership:
 
 async def wait_for_leadership(leadership: Leadership, stop: asyncio.Event) -> bool:
     """Poll until we lead (True) or are told to stop (False)."""
-    announced = False
+    standby = unreachable = False
     while not stop.is_set():
-        if await leadership.try_acquire():
+        try:
+            leading = await leadership.try_acquire()
+        except UNREACHABLE as exc:
+            _log_unreachable(exc, first=not unreachable)
+            unreachable, leading = True, False
+        except Exception:  # a fault of ours: logged in full, and the next poll tries again
+            log.exception("leadership_check_failed")
+            leading = False
+        else:
+            if unreachable:
+                log.info("database_reachable_again")
+            unreachable = False
+        if leading:
             log.info("dispatcher_leading")
             return True
-        if not announced:
+        if not unreachable and not standby:
             log.info("dispatcher_standby", reason="another dispatcher holds the lock")
-            announced = True
+            standby = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), POLL_SECONDS)
     return False
+
+
+def _log_unreachable(exc: BaseException, *, first: bool) -> None:
+    """One warning with the traceback when an outage starts; then one debug line a poll."""
+    cause = getattr(exc, "orig", None) or exc  # the driver's error, not SQLAlchemy's wrapper
+    fields = {"cause": type(cause).__name__, "detail": db.driver_message(exc)}
+    if first:
+        log.warning("database_unreachable", during="leadership", exc_info=exc, **fields)
+    else:
+        log.debug("database_unreachable", during="leadership", **fields)

@@ -17,15 +17,23 @@ import structlog
 
 from tracker import logwriter
 
-# Kenyan numbers in any common form: 2547.., +2547.., 07.., 01.., also grouped
-# with spaces, dots, dashes or parentheses (0712 345 678, +254-712-345-678,
-# (0712) 345 678) — standing alone, not as a digit run inside a UUID, a hex id,
-# a longer word or an IP address.
+# Kenyan mobile numbers in every form phonenumbers reads as one (a property test
+# checks it against phonenumbers' own matcher). With a prefix, the nine national
+# digits may be grouped in any way, by the separators phonenumbers accepts
+# (spaces, no-break and thin spaces, dots, dashes, parentheses, zero-width
+# marks); bare (712345678), only whole or as 712 345 678 ("order 7123 45678" is
+# not a number). Never a digit run inside a word, a UUID, a hex id or an IP address.
+_SEPARATOR = "[ \t.()\\-\u00a0\u00ad\u2007\u2009\u200b\u2010-\u2015\u2212\u202f\u2060\u3000\uff0d]"
+_GAP = _SEPARATOR + "{0,4}"  # up to "(0712) - 345 678"
+_COUNTRY = rf"\(?(?:\+{_GAP}|0{_GAP}0{_GAP}(?:0{_GAP})?)?2{_GAP}5{_GAP}4\)?{_GAP}(?:\(0\)|0)?{_GAP}"
+_TRUNK = rf"\(?0{_GAP}"  # 0712..., (0712) ...
 PHONE_PATTERN = re.compile(
-    r"(?<![\w-])(?<!\d\.)"  # not inside a word, an id or a dotted quad (an IP address)
-    r"(?:\+?254[ .-]?|\(?0)?([17]\d\d)\)?[ .-]?(\d{3})[ .-]?(\d{3})"
-    r"(?![\w-])(?!\.\d)"
+    r"(?<![\w-])"  # not inside a word or an id
+    rf"(?:(?:{_COUNTRY}|{_TRUNK})(?P<prefixed>[17](?:{_GAP}\d){{8}})"
+    rf"|(?<!\d\.)(?P<bare>[17]\d\d{_GAP}\d{{3}}{_GAP}\d{{3}})(?!\.\d))"  # nor in a dotted quad
+    r"(?!\w|-\w)"  # nor followed by one (a dash then a word: the next group of an id)
 )
+_NOT_DIGIT = re.compile(r"\D")
 SHORTEST_NUMBER = len("712345678")
 # Keys whose values are never logged, whatever they hold.
 SECRET_KEYS = frozenset(
@@ -43,18 +51,33 @@ SECRET_KEYS = frozenset(
     }
 )
 REDACTED = "[redacted]"
+# A traceback is text we did not write: besides numbers, cut what could be a
+# credential in it (a callback URL's capability token, a bearer token, a JWT,
+# a secret-named value in a repr).
+_TRACEBACK_SECRETS = re.compile(
+    r"(?P<keep>/v1/callbacks/kimisms/[^/\s'\"]+/|(?i:bearer)\s+"
+    r"|(?i:access_token|client_secret|password|secret|token)['\"]?\s*[:=]\s*['\"]?)"
+    r"[^\s'\",;}?#]+"
+    r"|eyJ[\w-]+\.[\w-]+\.[\w-]*"
+)
 
 
 def mask_phone_numbers(text: str) -> str:
     """``254712345678`` -> ``2547****5678``, in any string."""
 
     def mask(match: re.Match[str]) -> str:
-        national = "".join(match.groups())
+        national = _NOT_DIGIT.sub("", match["prefixed"] or match["bare"])
         return f"254{national[0]}****{national[-4:]}"
 
     if len(text) < SHORTEST_NUMBER:
         return text
     return PHONE_PATTERN.sub(mask, text)
+
+
+def scrub_traceback(text: str) -> str:
+    """A rendered traceback with its numbers masked and anything token-like cut."""
+    cut = _TRACEBACK_SECRETS.sub(lambda m: (m["keep"] or "") + REDACTED, text)
+    return mask_phone_numbers(cut)
 
 
 def _redact_value(value: Any) -> Any:
@@ -77,6 +100,8 @@ def redact(
     for key in list(event_dict):
         if key.lower() in SECRET_KEYS:
             event_dict[key] = REDACTED
+        elif key == "exception" and isinstance(event_dict[key], str):  # format_exc_info's
+            event_dict[key] = scrub_traceback(event_dict[key])
         else:
             event_dict[key] = _redact_value(event_dict[key])
     return event_dict

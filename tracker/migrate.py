@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import exc as alembic_exc
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -61,9 +62,11 @@ def head_revision() -> str | None:
 
 def is_known_revision(revision: str) -> bool:
     """Whether this code's migrations contain ``revision`` (else the database is newer)."""
+    if not revision:  # alembic asserts on an empty id rather than raising its error
+        return False
     try:
         return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
-    except Exception:  # alembic raises its own errors for unknown revisions
+    except alembic_exc.CommandError:  # "Can't locate revision": one this code does not know
         return False
 
 
