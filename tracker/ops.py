@@ -12,11 +12,19 @@ import datetime as dt
 import functools
 import re
 import time
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import prometheus_client
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +41,17 @@ Params = TypeVar("Params", bound=BaseModel)
 # "2026-01-01T09:00:00 03:00": a '+' sent unencoded in a query string arrives as a space.
 _LOST_PLUS = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _decimal_digits(value: Any) -> Any:
+    """ASCII digits only: pydantic alone reads ``1.0``, ``5_0`` and `` 5 `` as 5."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "must be an integer")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_decimal_digits)]
 
 
 def _text(value: str | None) -> str | None:
@@ -69,7 +88,7 @@ class ListParams(BaseModel):
     overdue: bool | None = Field(
         default=None, description="Pending without a delivery report for too long"
     )
-    limit: int = Field(default=queries.DEFAULT_LIMIT, ge=1, le=queries.MAX_LIMIT)
+    limit: QueryInt = Field(default=queries.DEFAULT_LIMIT, ge=1, le=queries.MAX_LIMIT)
     cursor: str | None = Field(default=None, description="next_cursor of the previous page")
 
     @field_validator("created_after", "created_before", mode="before")
