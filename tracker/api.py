@@ -62,7 +62,7 @@ async def send_batch(request: Request) -> Response:
         principal,
         route=BATCH_ROUTE,
         body=data,
-        build=lambda rules: rules.rows(batch.messages),
+        build=lambda rules: rules.rows(batch),
         render=lambda rows: {
             "count": len(rows),
             "messages": [schemas.message_out(row) for row in rows],

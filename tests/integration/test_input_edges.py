@@ -41,16 +41,16 @@ async def headers(make_key: Callable[..., Any]) -> Headers:
         "",
     ],
 )
-@pytest.mark.parametrize(("path", "body"), [("/v1/messages", BODY), ("/v1/messages/batch", BATCH)])
+@pytest.mark.parametrize("route", [("/v1/messages", BODY), ("/v1/messages/batch", BATCH)])
 async def test_item_14_a_body_declared_as_anything_but_json_is_415(
     client: httpx.AsyncClient,
     headers: Headers,
     database: db.Database,
     content_type: str,
-    path: str,
-    body: bytes,
+    route: tuple[str, bytes],
 ) -> None:
     """A declared non-JSON Content-Type is refused with 415 in the detail shape; nothing stored."""
+    path, body = route
     response = await client.post(
         path, content=body, headers={**headers, "Content-Type": content_type}
     )

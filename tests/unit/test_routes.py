@@ -10,7 +10,9 @@ from tests.conftest import SettingsFactory
 from tracker.app import create_app
 
 
-def test_item_19_every_method_and_path_has_exactly_one_handler(make_settings: SettingsFactory) -> None:
+def test_item_19_every_method_and_path_has_exactly_one_handler(
+    make_settings: SettingsFactory,
+) -> None:
     """No route is shadowed by an earlier one: no (method, path) pair appears twice."""
     app = create_app(make_settings())
     pairs = Counter(
