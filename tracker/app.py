@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -75,7 +76,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = db.Database(settings.async_database_url)
+        database = db.Database(settings.async_database_url, settings.database_timeout_seconds)
         ingester = callbacks.Ingester(
             database, Spool(settings.spool_path), settings.callback_db_deadline_seconds
         )
@@ -86,9 +87,14 @@ def create_app(
             await ingester.start()
             sender = dispatcher.create(settings, database, http) if run_dispatcher else None
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
+            gauges = ops.GaugeRefresher(database, settings)
+            gauges_task = asyncio.create_task(gauges.run(), name="metrics-gauges")
             try:
                 yield
             finally:
+                gauges_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gauges_task
                 if sender and task:
                     sender.stop()
                     await task

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from tracker import logs, messages
+from tracker import errors, logs, messages
 
 log = logs.get_logger(__name__)
 MAX_STATUS_LENGTH = 64
@@ -192,6 +192,7 @@ def failure_is_systemic(error: BaseException) -> bool:
 
 
 _SYSTEMIC_ERRORS = (
+    errors.DatabaseUnavailable,  # db.Database's translation of the errors below
     OSError,
     TimeoutError,
     sqlite3.OperationalError,

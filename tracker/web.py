@@ -17,9 +17,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope
 
-from tracker import errors
+from tracker import errors, logs, metrics
 
 JSON_MEDIA_TYPE = "application/json"
+DATABASE_RETRY_AFTER_SECONDS = 5
+log = logs.get_logger("tracker.http")
 
 
 class PayloadTooLarge(HTTPException):
@@ -127,6 +129,15 @@ async def on_conflict(_request: Request, exc: Exception) -> Response:
     return error_response(409, str(exc))
 
 
+async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After, and one warning line (an outage is not a bug: no traceback)."""
+    assert isinstance(exc, errors.DatabaseUnavailable)  # noqa: S101
+    metrics.DATABASE_UNAVAILABLE.inc()
+    log.warning("database_unavailable", route=route_template(request.scope), error=exc.cause)
+    headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+    return error_response(503, "database unavailable", headers)
+
+
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
 
 
@@ -146,4 +157,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     errors.ValidationFailed: on_validation_failed,
     errors.NotFound: on_not_found,
     errors.Conflict: on_conflict,
+    errors.DatabaseUnavailable: on_database_unavailable,
 }  # anything else: middleware.RequestContextMiddleware answers a bare 500
