@@ -80,6 +80,7 @@ def _keyed(scope: auth.Scope, responses: Mapping[int, tuple[str, Answer]]) -> di
         **responses,
         401: ("A missing or bad API key", schemas.ErrorDetail),
         403: (f"The key lacks the {scope.value!r} scope", schemas.ErrorDetail),
+        503: ("Database unavailable: retry after Retry-After seconds", schemas.ErrorDetail),
     }
 
 
