@@ -171,7 +171,7 @@ async def stored_rows(body: bytes, size: int) -> list[dict[str, Any]]:
     """The rows the API stores for this body (new ids), built the way the API builds them."""
     settings = Settings.load(data_dir=DATA_DIR)
     batch = schemas.parse_batch(json.loads(body), size)
-    return await intake.Intake(settings, CLIENT, db.utcnow()).rows(batch.messages)
+    return await intake.Intake(settings, CLIENT, db.utcnow()).rows(batch)
 
 
 def _sqlite_value(value: Any) -> Any:

@@ -62,7 +62,7 @@ async def send_batch(request: Request) -> Response:
         principal,
         route=BATCH_ROUTE,
         body=data,
-        build=lambda rules: rules.rows(batch.messages),
+        build=lambda rules: rules.rows(batch),
         render=lambda rows: {
             "count": len(rows),
             "messages": [schemas.message_out(row) for row in rows],
@@ -176,8 +176,9 @@ def _replayed(answer: idempotency.Answer) -> Response:
     )
 
 
+# POST /v1/messages (send_message) is served by ops' /v1/messages route, which
+# also lists: one route per path, so a wrong method there is a 405.
 routes = [
-    Route(SEND_ROUTE, send_message, methods=["POST"]),
     Route(BATCH_ROUTE, send_batch, methods=["POST"]),
     # Only ids match, so /v1/messages/batch with the wrong method is a 405, not a 404.
     Route("/v1/messages/{id:uuid}", get_message, methods=["GET"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -84,7 +85,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = db.Database(settings.async_database_url)
+        database = db.Database(settings.async_database_url, settings.database_timeout_seconds)
         ingester = callbacks.Ingester(
             database,
             Spool(settings.spool_path),
@@ -98,6 +99,9 @@ def create_app(
             await ingester.start()
             sender = dispatcher.create(settings, database, http) if run_dispatcher else None
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
+            gauges_task = asyncio.create_task(
+                ops.GaugeRefresher(database, settings).run(), name="metrics-gauges"
+            )
 
             async def stop_dispatcher() -> None:
                 if sender and task:
@@ -108,6 +112,9 @@ def create_app(
             try:
                 yield
             finally:
+                gauges_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gauges_task
                 await stop_dispatcher()
                 await ingester.stop()
                 await database.dispose()

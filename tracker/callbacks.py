@@ -23,7 +23,7 @@ from typing import Literal
 
 from sqlalchemy import text
 
-from tracker import db, failures, logs, metrics, receipt_store, receipt_writer, reports
+from tracker import db, logs, metrics, receipt_store, receipt_writer, reports
 from tracker.spool import Spool
 
 log = logs.get_logger(__name__)
@@ -132,7 +132,7 @@ class Ingester:
         try:
             outcomes = await self.writer.apply([p.receipt for p in batch], refuse=refuse)
         except Exception as exc:
-            if failures.failure_is_systemic(exc):
+            if db.is_unavailable(exc):
                 raise
             if len(batch) == 1:
                 await self._set_aside(batch[0], exc, refused=bool(refuse))
@@ -157,7 +157,7 @@ class Ingester:
             message_id=str(pending.receipt.message_id),
             error=type(error).__name__,
         )
-        if failures.failure_is_integrity(error) and not refused:
+        if db.is_integrity_error(error) and not refused:
             await self._commit([pending], refuse=frozenset({pending.receipt.dedupe_key}))
         else:
             await self._spool_and_resolve([pending])
@@ -240,7 +240,7 @@ async def _replay_batch(
     try:
         await _apply_in_own_transaction(database, batch, cap)
     except Exception as error:
-        if failures.failure_is_systemic(error):
+        if db.is_unavailable(error):
             raise
     else:
         return
@@ -249,7 +249,7 @@ async def _replay_batch(
         try:
             await _apply_in_own_transaction(database, [receipt], cap)
         except Exception as error:
-            if failures.failure_is_systemic(error):
+            if db.is_unavailable(error):
                 raise
             await _check_reachable(database, error)
             await _quarantine(spool, receipt, error)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import DateTime, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -27,7 +30,35 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from tracker import errors
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL error classes that blame the server or the session, not the data
+# sent: 08 connection, 28 authorization, 3D no such database, 40 rollback
+# (deadlock, serialization), 42 syntax or access (a missing table: an
+# unmigrated schema), 53 resources, 55 lock not available, 57 operator
+# intervention (statement timeout, shutdown), 58 system error, XX internal.
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset(
+    {"08", "28", "3D", "40", "42", "53", "55", "57", "58", "XX"}
+)
+# The same, raised by the drivers themselves (the callback writer runs its
+# statements on the driver connection) or already translated by us.
+_UNAVAILABLE_ERRORS = (
+    errors.DatabaseUnavailable,
+    OSError,
+    TimeoutError,
+    sa_exc.OperationalError,  # SQLite's "database is locked" is one
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+    asyncpg.InterfaceError,
+)
+_INTEGRITY_ERRORS = (
+    sa_exc.IntegrityError,
+    sqlite3.IntegrityError,
+    asyncpg.IntegrityConstraintViolationError,  # UniqueViolationError and its kin
+)
 
 
 def utcnow() -> dt.datetime:
@@ -63,7 +94,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def configure_sqlite_connection(dbapi_connection: Any) -> None:
+def configure_sqlite_connection(
+    dbapi_connection: Any, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> None:
     """WAL, the busy timeout and foreign keys; transactions begun explicitly."""
     # Let SQLAlchemy, not the driver, decide when a transaction starts, so that
     # write() can issue BEGIN IMMEDIATE itself.
@@ -71,13 +104,9 @@ def configure_sqlite_connection(dbapi_connection: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    configure_sqlite_connection(dbapi_connection)
 
 
 def _sqlite_on_begin(conn: Any) -> None:
@@ -85,20 +114,42 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, timeout_seconds: float | None = None, **kwargs: Any) -> AsyncEngine:
     """An async engine with the SQLite pragmas applied to every connection.
 
-    Statement parameters (message bodies, phone numbers) are kept out of
-    SQLAlchemy's error messages, which end up in logs.
+    ``timeout_seconds`` bounds connecting, waiting for a pooled connection and
+    each statement (PostgreSQL: asyncpg's connect and command timeouts and the
+    server's statement and lock timeouts; SQLite: the busy timeout), so an
+    outage fails fast instead of hanging requests. Statement parameters
+    (message bodies, phone numbers) are kept out of SQLAlchemy's error
+    messages, which end up in logs.
     """
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         _ensure_sqlite_directory(url)
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if timeout_seconds is None else timeout_seconds * 1000
+        if timeout_seconds is not None:
+            kwargs.setdefault("connect_args", {"timeout": timeout_seconds})
         engine = create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            configure_sqlite_connection(dbapi_connection, int(busy_ms))
+
+        event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if timeout_seconds is not None:
+        server_ms = str(int(timeout_seconds * 1000))
+        kwargs.setdefault(
+            "connect_args",
+            {
+                "timeout": timeout_seconds,
+                "command_timeout": timeout_seconds,
+                "server_settings": {"statement_timeout": server_ms, "lock_timeout": server_ms},
+            },
+        )
+        kwargs.setdefault("pool_timeout", timeout_seconds)
     return create_async_engine(url, **kwargs)
 
 
@@ -115,6 +166,45 @@ def driver_message(error: BaseException) -> str:
     return next(iter(str(cause).splitlines()), "") or type(cause).__name__
 
 
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot serve now (unreachable, too slow,
+    locked, shutting down), so trying again later may work, rather than that a
+    statement or a value is wrong (it would fail the same way every time)."""
+    if isinstance(error, _UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig or error
+        if isinstance(error, _UNAVAILABLE_ERRORS):
+            return True
+    sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+
+
+def is_integrity_error(error: BaseException) -> bool:
+    """Whether the database refused what was written (a constraint, SQLSTATE
+    class 23): a row-level refusal, never a sign that the database is away."""
+    if isinstance(error, _INTEGRITY_ERRORS):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None) or error, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("23")
+
+
+@contextmanager
+def unavailable_as_domain_error() -> Iterator[None]:
+    """The one place driver outage errors become ``errors.DatabaseUnavailable``."""
+    try:
+        yield
+    except errors.DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        cause = getattr(exc, "orig", None) or exc
+        raise errors.DatabaseUnavailable(type(cause).__name__) from exc
+
+
 class _NoLock:
     async def __aenter__(self) -> None:
         return None
@@ -129,18 +219,23 @@ _NO_LOCK = _NoLock()
 class Database:
     """The engine and the session factory, with the write discipline above."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(
+        self, url: str, timeout_seconds: float | None = None, **engine_kwargs: Any
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url, **engine_kwargs)
+        self.engine = create_engine(url, timeout_seconds, **engine_kwargs)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for queries; whatever it started is rolled back on exit."""
-        async with self._sessions() as session:
-            yield session
+        """A session for queries; whatever it started is rolled back on exit.
+
+        An outage raises ``errors.DatabaseUnavailable`` (as in ``write``)."""
+        with unavailable_as_domain_error():
+            async with self._sessions() as session:
+                yield session
 
     def write_lock(self) -> AbstractAsyncContextManager[None]:
         """Held by every writer in this process while it writes (SQLite allows one
@@ -150,15 +245,16 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one write transaction, committed on success."""
-        async with self.write_lock(), self._sessions() as session:
-            options = {"sqlite_begin": "IMMEDIATE"} if self.is_sqlite else {}
-            await session.connection(execution_options=options)
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        with unavailable_as_domain_error():
+            async with self.write_lock(), self._sessions() as session:
+                options = {"sqlite_begin": "IMMEDIATE"} if self.is_sqlite else {}
+                await session.connection(execution_options=options)
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -41,6 +41,18 @@ class Conflict(TrackerError):
     """The request contradicts the current state (e.g. cancel after sending)."""
 
 
+class DatabaseUnavailable(TrackerError):
+    """The database cannot serve now: unreachable, too slow, locked or shutting down.
+
+    Raised by ``db.Database`` in place of the driver's error (kept as the cause);
+    the API answers 503 with Retry-After. ``cause`` names the driver error's class.
+    """
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"database unavailable ({cause})")
+        self.cause = cause
+
+
 class ProviderError(TrackerError):
     """KIMISMS refused or failed a call.
 

@@ -68,8 +68,9 @@ class Intake:
             "updated_at": self.now,
         }
 
-    async def rows(self, requests: list[schemas.SendRequest]) -> list[dict[str, Any]]:
-        """Rows for a whole batch, or one ValidationFailed naming every bad item.
+    async def rows(self, batch: schemas.Batch) -> list[dict[str, Any]]:
+        """Rows for a whole batch, or one ValidationFailed naming every bad item and
+        field: the batch's shape errors and the rules' problems together.
 
         Checking 10,000 messages takes a few hundred milliseconds of CPU; the
         event loop gets a turn every ``YIELD_EVERY`` messages, so callbacks and
@@ -77,14 +78,20 @@ class Intake:
         """
         rows: list[dict[str, Any]] = []
         problems: Problems = {}
-        for index, request in enumerate(requests):
+        for index, request in enumerate(batch.messages):
             if index and not index % YIELD_EVERY:
                 await asyncio.sleep(0)
+            if index in batch.problems:
+                problems.update(batch.problems[index])
+            if request is None:
+                continue
             try:
                 rows.append(self.row(request))
             except errors.ValidationFailed as exc:
+                skip = batch.unchecked.get(index, frozenset())
                 for name, found in exc.errors.items():
-                    problems[f"messages[{index}].{name}"] = found
+                    if name not in skip:
+                        problems[f"messages[{index}].{name}"] = found
         if problems:
             raise errors.ValidationFailed(problems)
         return rows

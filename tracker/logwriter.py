@@ -23,7 +23,6 @@ import threading
 MAX_LINES_PER_WRITE = 1000
 MAX_QUEUED_LINES = 100_000  # about 30 MB; past it, lines are dropped (and counted)
 FLUSH_TIMEOUT_SECONDS = 1.0
-DROPPED_LINE = '{{"event": "log_lines_dropped", "level": "warning", "count": {count}}}'
 
 
 class LineWriter:

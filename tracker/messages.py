@@ -177,26 +177,6 @@ def _echo(raw: str) -> str:
     return repr(raw)
 
 
-MASK_VISIBLE_HEAD = 4
-MASK_VISIBLE_TAIL = 4
-MASK_MIN_HIDDEN = 4
-MASK_SHORT_VISIBLE_TAIL = 2
-
-
-def mask_msisdn(msisdn: str) -> str:
-    """Hide the middle of a number so logs can correlate without exposing it.
-
-    ``254712345678`` becomes ``2547****5678``. Strings too short to keep four
-    digits hidden that way show only their last two characters.
-    """
-    if len(msisdn) >= MASK_VISIBLE_HEAD + MASK_MIN_HIDDEN + MASK_VISIBLE_TAIL:
-        return msisdn[:MASK_VISIBLE_HEAD] + "****" + msisdn[-MASK_VISIBLE_TAIL:]
-    if len(msisdn) <= MASK_SHORT_VISIBLE_TAIL:
-        return "*" * len(msisdn)
-    keep = MASK_SHORT_VISIBLE_TAIL
-    return "*" * (len(msisdn) - keep) + msisdn[-keep:]
-
-
 # --- segments ---------------------------------------------------------------
 
 

@@ -52,7 +52,12 @@ TOKEN_REFRESHES = Counter(
     "New KIMISMS access tokens obtained.",
 )
 
-# --- the database, read at scrape time (ops.refresh_database_gauges) ----------
+DATABASE_UNAVAILABLE = Counter(
+    "tracker_database_unavailable",
+    "API requests answered 503 because the database could not serve them.",
+)
+
+# --- the database, read in the background (ops.GaugeRefresher), never per scrape
 
 MESSAGES = Gauge(
     "tracker_messages",
@@ -73,5 +78,9 @@ OVERDUE = Gauge(
 )
 DATABASE_UP = Gauge(
     "tracker_metrics_database_up",
-    "1 if the last scrape could read the database gauges, else 0 (they keep old values).",
+    "1 if the last refresh could read the database gauges, else 0 (they keep old values).",
+)
+DATABASE_GAUGES_AGE = Gauge(
+    "tracker_metrics_database_age_seconds",
+    "Seconds since the database gauges were last read (+Inf before the first read).",
 )

@@ -9,9 +9,9 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import exc as alembic_exc
+from sqlalchemy import Column, MetaData, String, Table, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -70,8 +70,16 @@ def is_known_revision(revision: str) -> bool:
         return False
 
 
+_VERSION_TABLE = Table("alembic_version", MetaData(), Column("version_num", String(32)))
+
+
 def _current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    # Read directly: MigrationContext.configure logs two INFO lines per call,
+    # and readiness asks every few seconds.
+    if not inspect(connection).has_table(_VERSION_TABLE.name):
+        return None
+    revision: str | None = connection.execute(select(_VERSION_TABLE.c.version_num)).scalar()
+    return revision
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

@@ -80,12 +80,14 @@ def _keyed(scope: auth.Scope, responses: Mapping[int, tuple[str, Answer]]) -> di
         **responses,
         401: ("A missing or bad API key", schemas.ErrorDetail),
         403: (f"The key lacks the {scope.value!r} scope", schemas.ErrorDetail),
+        503: ("Database unavailable: retry after Retry-After seconds", schemas.ErrorDetail),
     }
 
 
 INVALID = ("Invalid input, by field", schemas.ValidationErrors)
 NOT_FOUND = ("No such message (or not the caller's)", schemas.ErrorDetail)
 TOO_LARGE = ("Body too large", schemas.ErrorDetail)
+NOT_JSON = ("A Content-Type other than JSON", schemas.ErrorDetail)
 IDEMPOTENCY_HEADER = {
     "name": idempotency.HEADER,
     "in": "header",
@@ -101,7 +103,7 @@ OPERATIONS = (
         "post", api.SEND_ROUTE, "Queue one message", "messages",
         _keyed(SEND, {202: ("Queued", schemas.MessageOut), 400: INVALID,
                       409: ("Idempotency-Key reused for another body", schemas.ErrorDetail),
-                      413: TOO_LARGE}),
+                      413: TOO_LARGE, 415: NOT_JSON}),
         scope=SEND, body=schemas.SendRequest, headers=[IDEMPOTENCY_HEADER],
     ),
     Operation(
@@ -113,7 +115,7 @@ OPERATIONS = (
         "post", api.BATCH_ROUTE, "Queue a batch: all or none", "messages",
         _keyed(SEND, {202: ("Queued", schemas.BatchAccepted), 400: INVALID,
                       409: ("Idempotency-Key reused for another body", schemas.ErrorDetail),
-                      413: TOO_LARGE}),
+                      413: TOO_LARGE, 415: NOT_JSON}),
         scope=SEND, body=schemas.BatchRequest, headers=[IDEMPOTENCY_HEADER],
     ),
     Operation(
@@ -123,8 +125,8 @@ OPERATIONS = (
     ),
     Operation(
         "post", MESSAGE + "/cancel", "Cancel a message still queued", "messages",
-        _keyed(SEND, {200: ("Cancelled", schemas.MessageOut), 404: NOT_FOUND,
-                      409: ("No longer queued", schemas.ErrorDetail)}),
+        _keyed(SEND, {200: ("Cancelled (now or before)", schemas.MessageOut), 404: NOT_FOUND,
+                      409: ("Past queued, and not cancelled", schemas.ErrorDetail)}),
         scope=SEND,
     ),
     Operation(

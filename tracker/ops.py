@@ -10,13 +10,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import math
 import re
 import time
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import prometheus_client
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +42,17 @@ Params = TypeVar("Params", bound=BaseModel)
 # "2026-01-01T09:00:00 03:00": a '+' sent unencoded in a query string arrives as a space.
 _LOST_PLUS = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _decimal_digits(value: Any) -> Any:
+    """ASCII digits only: pydantic alone reads ``1.0``, ``5_0`` and `` 5 `` as 5."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "must be an integer")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_decimal_digits)]
 
 
 def _text(value: str | None) -> str | None:
@@ -69,7 +89,7 @@ class ListParams(BaseModel):
     overdue: bool | None = Field(
         default=None, description="Pending without a delivery report for too long"
     )
-    limit: int = Field(default=queries.DEFAULT_LIMIT, ge=1, le=queries.MAX_LIMIT)
+    limit: QueryInt = Field(default=queries.DEFAULT_LIMIT, ge=1, le=queries.MAX_LIMIT)
     cursor: str | None = Field(default=None, description="next_cursor of the previous page")
 
     @field_validator("created_after", "created_before", mode="before")
@@ -315,7 +335,7 @@ async def refresh_database_gauges(database: db.Database, settings: Settings) -> 
             totals = await queries.status_totals(session)
             queue = await queries.queue_snapshot(session, now, settings.rate_limit_per_minute)
             overdue = await queries.overdue_count(session, cutoff, None)
-    except Exception as exc:  # a scrape must still answer with the process's own metrics
+    except Exception as exc:  # the gauges keep their last values; the next round retries
         log.warning("metrics_database_unavailable", error=type(exc).__name__)
         metrics.DATABASE_UP.set(0)
         return False
@@ -328,19 +348,38 @@ async def refresh_database_gauges(database: db.Database, settings: Settings) -> 
     return True
 
 
-async def prometheus_metrics(request: Request) -> Response:
+class GaugeRefresher:
+    """Reads the database gauges every ``GAUGES_MAX_AGE_SECONDS`` in the background,
+    so a scrape never waits on the database (a frozen one made it take seconds):
+    it serves the last values, and their age."""
+
+    def __init__(self, database: db.Database, settings: Settings) -> None:
+        self._database = database
+        self._settings = settings
+        self._read_at: float | None = None
+
+    def age(self) -> float:
+        return math.inf if self._read_at is None else time.monotonic() - self._read_at
+
+    async def refresh(self) -> None:
+        if await refresh_database_gauges(self._database, self._settings):
+            self._read_at = time.monotonic()
+
+    async def run(self) -> None:
+        """Until cancelled (the app's lifespan owns the task)."""
+        metrics.DATABASE_UP.set(0)  # nothing read by this app yet
+        metrics.DATABASE_GAUGES_AGE.set_function(self.age)
+        while True:
+            await self.refresh()
+            await asyncio.sleep(GAUGES_MAX_AGE_SECONDS)
+
+
+async def prometheus_metrics(_request: Request) -> Response:
     """``GET /metrics``: Prometheus text; no key, so keep it on the internal network.
 
-    The database gauges are read at most every ``GAUGES_MAX_AGE_SECONDS`` per
-    process: counting a million rows by status takes a noticeable fraction of
-    a second, and several scrapers may ask.
+    Never touches the database: the gauges read from it are the last values
+    ``GaugeRefresher`` got (``tracker_metrics_database_age_seconds`` says how old).
     """
-    services = services_of(request)
-    state = request.app.state
-    read_at: float | None = getattr(state, "gauges_read_at", None)
-    stale = read_at is None or time.monotonic() - read_at >= GAUGES_MAX_AGE_SECONDS
-    if stale and await refresh_database_gauges(services.database, services.settings):
-        state.gauges_read_at = time.monotonic()
     return Response(
         prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
     )

@@ -192,7 +192,7 @@ async def list_messages(
 
 def parse_window(text: str) -> dt.timedelta:
     """``15m``, ``24h``, ``7d``, ``90s`` or plain seconds; a 400 on ``window`` otherwise."""
-    found = _WINDOW.fullmatch(text.strip().lower())
+    found = _WINDOW.fullmatch(text.lower())  # no spaces, signs or separators
     if found is None:
         raise errors.ValidationFailed(
             {"window": ["must be a number of seconds or like 15m, 24h, 7d"]}

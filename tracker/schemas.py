@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import (
@@ -23,7 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from tracker import errors, messages
 
@@ -179,17 +180,80 @@ def parse_send(data: dict[str, Any]) -> SendRequest:
         raise errors.ValidationFailed(field_errors(exc)) from None
 
 
-def parse_batch(data: dict[str, Any], max_size: int) -> BatchRequest:
-    """The batch in a JSON object; its size is checked before any item is read."""
+@dataclass(frozen=True)
+class Batch:
+    """A batch as far as its shapes go. An item that broke them has its errors in
+    ``problems`` (keyed ``messages[3].to``) and, in ``messages``, a stand-in holding its
+    well-formed fields (None if none can be had), so the rules can still check those:
+    one answer names every bad item and field. ``unchecked`` lists, per such item, the
+    fields the rules must not report on (broken, or filled in for the stand-in)."""
+
+    messages: Sequence[SendRequest | None]
+    problems: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    unchecked: dict[int, frozenset[str]] = field(default_factory=dict)
+
+
+WHOLE_ITEM = ""  # an item that is not an object at all
+# Valid values for required fields an item lacks or got wrong, so its stand-in exists.
+STAND_IN_VALUES = {"to": "0712345678", "message": "-"}
+
+
+def parse_batch(data: dict[str, Any], max_size: int) -> Batch:
+    """The batch in a JSON object; its size is checked before any item is read.
+
+    Errors outside the items (no list, an unknown top-level field) are raised at
+    once; errors inside items are returned, for the rules to add theirs.
+    """
     items = data.get("messages")
     if isinstance(items, list) and len(items) > max_size:
         raise errors.ValidationFailed(
             {"messages": [f"at most {max_size} messages per batch (got {len(items)})"]}
         )
     try:
-        return BatchRequest.model_validate(data)
+        return Batch(BatchRequest.model_validate(data).messages)
     except ValidationError as exc:
-        raise errors.ValidationFailed(field_errors(exc)) from None
+        found = exc.errors(include_url=False, include_input=False)
+        if not isinstance(items, list) or not all(_item_of(e["loc"]) is not None for e in found):
+            raise errors.ValidationFailed(field_errors(exc)) from None
+        return _partial_batch(items, found)
+
+
+def _item_of(loc: tuple[int | str, ...]) -> int | None:
+    """The index of the item an error is in (``("messages", 3, ...)``), if any."""
+    inside = len(loc) > 1 and loc[0] == "messages" and isinstance(loc[1], int)
+    return int(loc[1]) if inside else None
+
+
+def _partial_batch(items: list[Any], found: list[ErrorDetails]) -> Batch:
+    broken: dict[int, set[str]] = {}
+    problems: dict[int, dict[str, list[str]]] = {}
+    for error in found:
+        loc = error["loc"]
+        index = int(loc[1])
+        path = field_path(loc)
+        problems.setdefault(index, {}).setdefault(path, []).append(describe(error))
+        broken.setdefault(index, set()).add(str(loc[2]) if len(loc) > 2 else WHOLE_ITEM)  # noqa: PLR2004
+    requests: list[SendRequest | None] = []
+    unchecked: dict[int, frozenset[str]] = {}
+    for index, item in enumerate(items):
+        if index in broken:
+            stand_in, unchecked[index] = _stand_in(item, broken[index])
+            requests.append(stand_in)
+        else:
+            requests.append(SendRequest.model_validate(item))
+    return Batch(requests, problems, unchecked)
+
+
+def _stand_in(item: Any, broken: set[str]) -> tuple[SendRequest | None, frozenset[str]]:
+    """The item's well-formed fields, with valid values where required ones broke."""
+    if not isinstance(item, dict) or WHOLE_ITEM in broken:
+        return None, frozenset()
+    kept = {name: value for name, value in item.items() if name not in broken}
+    filled = {name: value for name, value in STAND_IN_VALUES.items() if name not in kept}
+    try:
+        return SendRequest.model_validate(kept | filled), frozenset(broken | filled.keys())
+    except ValidationError:  # fields that fail only together: the shape errors suffice
+        return None, frozenset()
 
 
 def field_errors(exc: ValidationError) -> dict[str, list[str]]:

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     rate_limit_pause_seconds: float = Field(default=60.0, gt=0)
 
     dlr_overdue_seconds: int = Field(default=86_400, ge=60)
+    # Connect, pool wait and statement time of the app's database work (the API,
+    # the in-process dispatcher): an outage answers 503 after this, not a hang.
+    database_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     callback_db_deadline_seconds: float = Field(default=1.5, gt=0, lt=5)
     callback_max_body_bytes: int = Field(default=16 * 1024, ge=256)
     # Receipts (and events) stored per message from its callback URL; past it only a

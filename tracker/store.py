@@ -99,7 +99,8 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     """Cancel a message that is still queued; the message as it now is.
 
     One conditional UPDATE decides, so a dispatcher claiming the row at the
-    same moment either wins (409 here) or finds it cancelled.
+    same moment either wins (409 here) or finds it cancelled. A message that is
+    already cancelled is answered as it is: a retried cancel is not an error.
     """
     now = db.utcnow()
     cancelled = messages.Status.CANCELLED
@@ -120,7 +121,7 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     )
     row = result.mappings().one_or_none()
     if row is None:
-        raise await _why_not_cancelled(session, message_id, client)
+        return await _not_cancelled_now(session, message_id, client)
     await session.execute(
         insert(EVENTS).values(
             message_id=message_id,
@@ -134,16 +135,19 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     return row
 
 
-async def _why_not_cancelled(
+async def _not_cancelled_now(
     session: AsyncSession, message_id: uuid.UUID, client: str | None
-) -> errors.TrackerError:
-    query = select(MESSAGES.c.status).where(MESSAGES.c.id == message_id)
+) -> Row:
+    """The message if it was cancelled before (nothing recorded), else why not."""
+    query = select(*MESSAGES.c).where(MESSAGES.c.id == message_id)
     if client is not None:
         query = query.where(MESSAGES.c.client == client)
-    status = await session.scalar(query)
-    if status is None:
-        return errors.NotFound("message not found")
-    return errors.Conflict(f"message is {status}; only queued messages can be cancelled")
+    row = (await session.execute(query)).mappings().one_or_none()
+    if row is None:
+        raise errors.NotFound("message not found")
+    if row["status"] != messages.Status.CANCELLED.value:
+        raise errors.Conflict(f"message is {row['status']}; only queued messages can be cancelled")
+    return row
 
 
 # --- idempotency keys --------------------------------------------------------

@@ -17,12 +17,37 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope
 
-from tracker import errors
+from tracker import errors, logs, metrics
+
+JSON_MEDIA_TYPE = "application/json"
+DATABASE_RETRY_AFTER_SECONDS = 5
+log = logs.get_logger("tracker.http")
 
 
 class PayloadTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class UnsupportedMediaType(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(415, "the body must be JSON, sent as Content-Type: application/json")
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json``, any parameters (charset)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == JSON_MEDIA_TYPE or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def require_json_content_type(request: Request) -> None:
+    """Refuse (415) a body declared as anything but JSON. An undeclared one is read as
+    JSON: the internal API takes nothing else, and simple clients omit the header."""
+    declared = request.headers.get("content-type")
+    if declared is not None and not is_json_media_type(declared):
+        raise UnsupportedMediaType
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -52,7 +77,9 @@ async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """A JSON object body, or a 400 that says what is wrong with it."""
+    """A JSON object body, or a 400 that says what is wrong with it (415 if the
+    request declares another media type)."""
+    require_json_content_type(request)
     raw = await read_body(request, limit)
     if not raw.strip():
         raise errors.ValidationFailed({"body": ["a JSON object is required"]})
@@ -102,6 +129,15 @@ async def on_conflict(_request: Request, exc: Exception) -> Response:
     return error_response(409, str(exc))
 
 
+async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After, and one warning line (an outage is not a bug: no traceback)."""
+    assert isinstance(exc, errors.DatabaseUnavailable)  # noqa: S101
+    metrics.DATABASE_UNAVAILABLE.inc()
+    log.warning("database_unavailable", route=route_template(request.scope), error=exc.cause)
+    headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+    return error_response(503, "database unavailable", headers)
+
+
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
 
 
@@ -121,4 +157,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     errors.ValidationFailed: on_validation_failed,
     errors.NotFound: on_not_found,
     errors.Conflict: on_conflict,
+    errors.DatabaseUnavailable: on_database_unavailable,
 }  # anything else: middleware.RequestContextMiddleware answers a bare 500

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,16 @@ async def test_readyz_is_200_on_a_migrated_database(client: httpx.AsyncClient) -
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["status"] == "ready"
+
+
+async def test_item_9_readyz_logs_no_alembic_lines(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Probing readiness every few seconds must not write alembic's INFO lines each time."""
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            assert (await client.get("/readyz")).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
 
 
 async def test_readyz_is_503_with_a_reason_before_migrating(

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from tests.factories import add_message, fetch_message
 from tests.integration.test_callbacks import PROVIDER_ID, post, report
-from tracker import callbacks, db, messages, metrics, models, receipt_store, reports
+from tracker import callbacks, db, errors, messages, metrics, models, receipt_store, reports
 from tracker.settings import Settings
 from tracker.spool import Spool
 
@@ -193,7 +193,8 @@ async def test_an_unreachable_database_defers_the_replay_and_quarantines_nothing
     spool.append([receipt_for(message_id, json.dumps(report()))] * 3)
     broken = db.Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
     try:
-        with pytest.raises(OSError):  # noqa: PT011 - whatever the refusal, it propagates
+        # The refusal propagates, as db.Database translates it (item 5).
+        with pytest.raises(errors.DatabaseUnavailable):
             await callbacks.replay(broken, spool)
     finally:
         await broken.dispose()

@@ -143,6 +143,41 @@ async def test_wrong_types_and_unknown_fields_are_keyed_by_item(
     }
 
 
+async def test_item_16_shape_and_rule_errors_of_every_item_come_in_one_answer(
+    client: httpx.AsyncClient, headers: Headers, database: db.Database
+) -> None:
+    """A bad ``to`` in item 1 and a bad ``priority`` in item 2 are both named, and an item
+    with both kinds names both: the rules still check the fields whose shape is right."""
+    items = numbered(4)
+    items[1]["to"] = "0812345678"
+    items[2]["priority"] = "urgent"
+    items[3].update(to="020 123 4567", priority=7, colour="red")
+    response = await post_json(client, BATCH, {"messages": items}, headers)
+    assert errors_of(response) == {
+        "messages[1].to": ["'0812345678' is not a valid Kenyan mobile number"],
+        "messages[2].priority": ["must be one of 'high', 'normal' or 'low'"],
+        "messages[3].priority": ["must be one of 'high', 'normal' or 'low'"],
+        "messages[3].colour": ["unknown field"],
+        "messages[3].to": ["'020 123 4567' is not a Kenyan mobile number"],
+    }
+    assert await count(database, models.Message) == 0
+
+
+async def test_item_16_a_broken_required_field_hides_no_other_problem(
+    client: httpx.AsyncClient, headers: Headers
+) -> None:
+    """An item without its text, or with one of the wrong type, still has its number checked;
+    only the broken field itself is reported by its shape, not by a rule."""
+    items: list[Any] = [{"to": "0812345678"}, {"to": "0812345678", "message": 5}]
+    response = await post_json(client, BATCH, {"messages": items}, headers)
+    assert errors_of(response) == {
+        "messages[0].message": ["this field is required"],
+        "messages[0].to": ["'0812345678' is not a valid Kenyan mobile number"],
+        "messages[1].message": ["must be a string"],
+        "messages[1].to": ["'0812345678' is not a valid Kenyan mobile number"],
+    }
+
+
 async def test_a_batch_over_the_maximum_size_is_400(
     client: httpx.AsyncClient, headers: Headers, database: db.Database
 ) -> None:

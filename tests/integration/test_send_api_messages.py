@@ -155,25 +155,33 @@ async def test_a_queued_message_can_be_cancelled(
     )
 
 
-async def test_cancelling_twice_is_409(
+async def test_item_20_cancelling_a_cancelled_message_again_is_200_with_the_message(
     client: httpx.AsyncClient, headers: Headers, database: db.Database
 ) -> None:
-    """Only a queued message can be cancelled, and the second try records nothing."""
+    """A retried cancel answers 200 with the message as the first did, and records nothing."""
     message_id = await queued_id(client, headers)
-    await client.post(f"/v1/messages/{message_id}/cancel", headers=headers)
-    response = await client.post(f"/v1/messages/{message_id}/cancel", headers=headers)
-    assert response.status_code == 409
-    assert response.json() == {
-        "detail": "message is cancelled; only queued messages can be cancelled"
-    }
+    first = await client.post(f"/v1/messages/{message_id}/cancel", headers=headers)
+    again = await client.post(f"/v1/messages/{message_id}/cancel", headers=headers)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()
+    assert again.json()["status"] == "cancelled"
     assert len(await events_of(database, message_id)) == 2
 
 
-@pytest.mark.parametrize("status", [messages.Status.SENDING, messages.Status.DELIVERED])
+@pytest.mark.parametrize(
+    "status",
+    [
+        messages.Status.SENDING,
+        messages.Status.DELIVERED,
+        messages.Status.FAILED,
+        messages.Status.EXPIRED,
+    ],
+)
 async def test_a_message_past_queued_cannot_be_cancelled(
     client: httpx.AsyncClient, headers: Headers, database: db.Database, status: messages.Status
 ) -> None:
-    """Once the dispatcher has it, cancel is 409 naming its status."""
+    """Once the dispatcher has it, or it ended otherwise, cancel is 409 naming its status
+    (item 20: only an already-cancelled message is answered 200)."""
     message_id = await add_message(database, status=status, client="app")
     response = await client.post(f"/v1/messages/{message_id}/cancel", headers=headers)
     assert response.status_code == 409

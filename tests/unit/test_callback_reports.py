@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from tracker import failures, reports
+from tracker import db, reports
 
 
 class FakeDriverError(Exception):
@@ -77,7 +77,7 @@ def test_storable_text_escapes_nul_and_leaves_the_rest() -> None:
 )
 def test_failures_of_the_database_are_systemic(error: BaseException) -> None:
     """These say nothing about the receipt: the replay waits and tries again."""
-    assert failures.failure_is_systemic(error)
+    assert db.is_unavailable(error)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_failures_of_the_database_are_systemic(error: BaseException) -> None:
 )
 def test_failures_caused_by_the_data_are_not_systemic(error: BaseException) -> None:
     """These fail the same way every time: the receipt alone is to blame."""
-    assert not failures.failure_is_systemic(error)
+    assert not db.is_unavailable(error)
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
@@ -117,8 +117,8 @@ def test_item_4_a_constraint_violation_is_an_integrity_failure_not_an_outage(
     error: BaseException,
 ) -> None:
     """Item 4: a broken constraint blames the batch's data, never the database."""
-    assert failures.failure_is_integrity(error)
-    assert not failures.failure_is_systemic(error)
+    assert db.is_integrity_error(error)
+    assert not db.is_unavailable(error)
 
 
 @pytest.mark.parametrize(
@@ -126,4 +126,4 @@ def test_item_4_a_constraint_violation_is_an_integrity_failure_not_an_outage(
 )
 def test_other_failures_are_not_integrity_failures(error: BaseException) -> None:
     """Timeouts, unstorable text and refused connections are not constraint violations."""
-    assert not failures.failure_is_integrity(error)
+    assert not db.is_integrity_error(error)

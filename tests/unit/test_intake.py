@@ -84,7 +84,7 @@ async def test_checking_a_big_batch_gives_other_tasks_turns(
     task = asyncio.create_task(other_request())
     await asyncio.sleep(0)
     started = turns
-    rows = await rules.rows([request()] * 10)
+    rows = await rules.rows(schemas.Batch([request()] * 10))
     task.cancel()
     assert len(rows) == 10
     assert turns - started >= 4
@@ -94,7 +94,7 @@ async def test_a_batch_reports_every_bad_item_by_place(rules: intake.Intake) -> 
     """Problems of all items at once, keyed messages[i].field."""
     batch = [request(), request(to="0812345678"), request(sender_name="X", message="\x00")]
     with pytest.raises(errors.ValidationFailed) as caught:
-        await rules.rows(batch)
+        await rules.rows(schemas.Batch(batch))
     assert set(caught.value.errors) == {
         "messages[1].to",
         "messages[2].message",

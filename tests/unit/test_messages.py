@@ -202,22 +202,6 @@ def test_an_invalid_recipient_is_a_value_error() -> None:
         messages.normalise_recipient("abc")
 
 
-@pytest.mark.parametrize(
-    ("msisdn", "masked"),
-    [
-        ("254712345678", "2547****5678"),
-        ("2547123456789", "2547****6789"),
-        ("0712345678", "********78"),
-        ("12345", "***45"),
-        ("12", "**"),
-        ("", ""),
-    ],
-)
-def test_it_masks_a_number_for_the_logs(msisdn: str, masked: str) -> None:
-    """Logs keep the head and tail of a number; short strings keep only two digits."""
-    assert messages.mask_msisdn(msisdn) == masked
-
-
 # --- segments ---------------------------------------------------------------
 
 G = messages.Encoding.GSM7
