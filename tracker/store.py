@@ -95,6 +95,11 @@ async def get_message(
     return MessageWithEvents(message=message, events=list(events.mappings()))
 
 
+RETRY_NOT_CANCELLABLE = (
+    "message is waiting to retry a send KIMISMS may have taken; too late to cancel"
+)
+
+
 async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: str | None) -> Row:
     """Cancel a message that is still queued; the message as it now is.
 
@@ -103,7 +108,12 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     """
     now = db.utcnow()
     cancelled = messages.Status.CANCELLED
-    condition = [MESSAGES.c.id == message_id, MESSAGES.c.status == messages.Status.QUEUED.value]
+    condition = [
+        MESSAGES.c.id == message_id,
+        MESSAGES.c.status == messages.Status.QUEUED.value,
+        # Waiting for a retry of a call KIMISMS may have taken: no longer ours to stop.
+        MESSAGES.c.attempts == 0,
+    ]
     if client is not None:
         condition.append(MESSAGES.c.client == client)
     result = await session.execute(
@@ -143,6 +153,8 @@ async def _why_not_cancelled(
     status = await session.scalar(query)
     if status is None:
         return errors.NotFound("message not found")
+    if status == messages.Status.QUEUED.value:
+        return errors.Conflict(RETRY_NOT_CANCELLABLE)
     return errors.Conflict(f"message is {status}; only queued messages can be cancelled")
 
 
