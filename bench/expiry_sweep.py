@@ -4,10 +4,11 @@
         [--postgres-url URL] [--expiring 10000] [--rate 400] [--json PATH]
 
 For each database: seed ``pending`` messages (callback targets) and 10,000 ``queued``
-messages whose validity ends a few seconds after the start, run ``tracker serve
---sandbox`` (dispatcher included, so its sweep runs as in production) and send delivery
-reports at concurrency 32 (open loop at ``--rate``) from before the validity ends until
-after the sweep finished. Prints the callback ack p50/p99, the callbacks spooled (the
+messages (not due), run ``tracker serve --sandbox`` (dispatcher included, so its sweep
+runs as in production) and send delivery reports at concurrency 32 (open loop at
+``--rate``): first 3 s with no sweep (the baseline, same server, same load), then make
+the 10,000 expire and go on for 12 s while the sweep runs. Prints the callback ack
+p50/p99 of both phases, the callbacks spooled (the
 server's ``tracker_callbacks_total{outcome="spooled"}``), how long the sweep took (validity
 end to the last message seen expired, including up to one housekeeping interval), and the
 longest single sweep transaction (from the sweep's log line; estimated from the commit
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from bench import loadgen
 from bench.callback_ingest import SECRET, free_port, requests_for
@@ -41,8 +42,9 @@ from tracker import db, messages, models
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
-LEAD_SECONDS = 8.0  # validity ends this long after seeding (the server starts meanwhile)
-TAIL_SECONDS = 4.0  # callbacks go on this long after the validity ended, at least
+QUIET_SECONDS = 3.0  # the baseline phase: callbacks, no sweep
+EXPIRY_DELAY_SECONDS = 0.5  # the sweep phase's load starts this long before the validity ends
+SWEEP_PHASE_SECONDS = 12.0  # callbacks go on this long from then (the sweep runs inside)
 P99_TARGET_MS = 50.0
 SWEEP_LINE = "expired_overdue"  # the sweep's log event (absent before item 1)
 
@@ -154,15 +156,34 @@ def sweep_lines(log_path: Path) -> list[dict[str, Any]]:
     return lines
 
 
+async def make_expire(url: str, at: dt.datetime) -> None:
+    """The seeded messages' validity ends at ``at`` (one statement, before the sweep phase)."""
+    database = db.Database(url)
+    m = models.Message
+    try:
+        async with database.write() as session:
+            queued = m.status == messages.Status.QUEUED.value
+            await session.execute(update(m).where(queued).values(expires_at=at))
+    finally:
+        await database.dispose()
+
+
+def latency(result: loadgen.Result) -> dict[str, float]:
+    return {
+        "p50_ms": round(result.median * 1000, 2),
+        "p99_ms": round(result.percentile(99) * 1000, 2),
+        "max_ms": round(max(result.latencies, default=0) * 1000, 1),
+    }
+
+
 async def measure(
     backend: str, postgres_url: str, expiring: int, rate: float, quick: bool
 ) -> dict[str, Any]:
-    callbacks = int(rate * (LEAD_SECONDS + TAIL_SECONDS + (0 if quick else 4)))
+    quiet_n = int(rate * QUIET_SECONDS)
+    sweep_n = int(rate * (SWEEP_PHASE_SECONDS / (2 if quick else 1)))
     async with scratch_database(backend, postgres_url) as url:
-        ids = await seed_pending(url, callbacks)
-        expires_at = db.utcnow() + dt.timedelta(seconds=LEAD_SECONDS)
-        expires_mono = time.monotonic() + LEAD_SECONDS
-        await seed_expiring(url, expiring, expires_at)
+        ids = await seed_pending(url, quiet_n + sweep_n)
+        await seed_expiring(url, expiring, db.utcnow() + dt.timedelta(hours=1))
         workdir = Path(tempfile.mkdtemp(prefix="tracker-sweep-"))
         env = {
             "TRACKER_DATABASE_URL": plain_url(url),
@@ -173,11 +194,14 @@ async def measure(
         }
         log_path = workdir / "serve.log"
         with serve(env, log_path) as base:
-            load_started = time.monotonic()
+            # The baseline: the same load on the same server, no sweep running.
+            quiet = await loadgen.run(base, requests_for(ids, 0, quiet_n), CONCURRENCY, rate=rate)
+            await make_expire(url, db.utcnow() + dt.timedelta(seconds=EXPIRY_DELAY_SECONDS))
+            expires_mono = time.monotonic() + EXPIRY_DELAY_SECONDS
             load = asyncio.create_task(
-                loadgen.run(base, requests_for(ids, 0, callbacks), CONCURRENCY, rate=rate)
+                loadgen.run(base, requests_for(ids, quiet_n, sweep_n), CONCURRENCY, rate=rate)
             )
-            seen, last_final = await watch_sweep(url, expiring, expires_mono + 60)
+            seen, last_final = await watch_sweep(url, expiring, expires_mono + 90)
             result = await load
             spooled = spooled_count(base)
         lines = sweep_lines(log_path)
@@ -188,24 +212,24 @@ async def measure(
         began = _aware(last_final)
         behind = (db.utcnow() - began).total_seconds() - (time.monotonic() - seen)
         longest, estimated = round(behind * 1000, 1), True
-    p99 = round(result.percentile(99) * 1000, 2)
+    during = latency(result)
     return {
         "backend": backend,
         "expiring": expiring,
-        "callbacks": result.count,
+        "callbacks": quiet.count + result.count,
         "callback_rate": rate,
         "concurrency": CONCURRENCY,
-        "load_started_before_expiry": load_started < expires_mono,
-        "ack_p50_ms": round(result.median * 1000, 2),
-        "ack_p99_ms": p99,
-        "ack_max_ms": round(max(result.latencies, default=0) * 1000, 1),
+        "quiet": latency(quiet),
+        "ack_p50_ms": during["p50_ms"],
+        "ack_p99_ms": during["p99_ms"],
+        "ack_max_ms": during["max_ms"],
         "statuses": result.statuses,
         "spooled": spooled,
         "sweep_seconds": None if seen is None else round(seen - expires_mono, 2),
         "sweep_transactions": sum(line.get("transactions", 0) for line in lines) or None,
         "longest_transaction_ms": longest,
         "longest_transaction_estimated": estimated,
-        "met": p99 < P99_TARGET_MS and spooled == 0 and seen is not None,
+        "met": during["p99_ms"] < P99_TARGET_MS and spooled == 0 and seen is not None,
     }
 
 
@@ -232,7 +256,8 @@ def main() -> None:
             f"({r['sweep_transactions'] or '?'} transactions, longest "
             f"{r['longest_transaction_ms']} ms{estimate}) | {r['callbacks']} callbacks "
             f"@{r['concurrency']}: ack p50 {r['ack_p50_ms']} ms p99 {r['ack_p99_ms']} ms "
-            f"max {r['ack_max_ms']} ms, spooled {r['spooled']}, statuses {r['statuses']}"
+            f"max {r['ack_max_ms']} ms (no sweep: p50 {r['quiet']['p50_ms']} ms p99 "
+            f"{r['quiet']['p99_ms']} ms), spooled {r['spooled']}, statuses {r['statuses']}"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 f"expiry sweep {sweep['expiring']} under callbacks @32 ({sweep['backend']})",
                 (
-                    f"ack p99 {sweep['ack_p99_ms']} ms, spooled {sweep['spooled']}, "
+                    f"ack p99 {sweep['ack_p99_ms']} ms (no sweep {sweep['quiet']['p99_ms']} ms), "
+                    f"spooled {sweep['spooled']}, "
                     f"sweep {sweep['sweep_seconds']} s, longest txn "
                     f"{sweep['longest_transaction_ms']} ms"
                 ),

@@ -114,10 +114,8 @@ async def test_item_1_one_batch_takes_at_most_its_limit(database: db.Database) -
         await set_values(
             database, await add_message(database, status=Status.QUEUED), expires_at=past
         )
-    async with database.write() as session:
-        first = await expiry.expire_batch(session, db.utcnow(), WINDOW, limit=5)
-    async with database.write() as session:
-        second = await expiry.expire_batch(session, db.utcnow(), WINDOW, limit=5)
+    first, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=5)
+    second, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=5)
     assert (first.expired, first.full, second.expired, second.full) == (5, True, 2, False)
 
 
@@ -170,8 +168,7 @@ async def test_item_2_the_sweep_never_touches_a_row_under_a_live_lease(
     await set_values(database, dead, attempts=1, lease_until=past)
     for message_id in (live.id, claimed_id, dead):
         await set_values(database, message_id, expires_at=past)
-    async with database.write() as session:
-        batch = await expiry.expire_batch(session, db.utcnow(), WINDOW)
+    batch, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
     assert (batch.expired, batch.failed) == (0, 1)
     statuses = [(await fetch_message(database, i)).status for i in (live.id, claimed_id, dead)]
     assert statuses == [Status.SENDING, Status.QUEUED, Status.FAILED]
@@ -299,8 +296,7 @@ async def test_item_6_validity_lapsing_while_waiting_expires_only_what_was_never
         await set_values(
             database, message_id, attempts=attempts, expires_at=past, submitted_at=past
         )
-    async with database.write() as session:
-        batch = await expiry.expire_batch(session, db.utcnow(), WINDOW)
+    batch, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
     assert (batch.expired, batch.failed) == (1, 1)
     held_row, tried_row = [await fetch_message(database, i) for i in (held, tried)]
     assert (held_row.status, held_row.error) == (Status.EXPIRED, outbox.VALIDITY_RAN_OUT)
@@ -320,6 +316,6 @@ async def test_item_6_no_retry_after_the_key_window_from_the_first_attempt(
             await outbox.claim_due(session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW)
             is None
         )
-        batch = await expiry.expire_batch(session, db.utcnow(), WINDOW)
+    batch, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
     assert batch.failed == 1
     assert (await fetch_message(database, message_id)).status == Status.FAILED
