@@ -45,7 +45,6 @@ LEADERSHIP_CHECK_SECONDS = 5.0
 HOUSEKEEPING_SECONDS = 1.0  # how often validity and retry windows are checked
 PURGE_SECONDS = 600.0  # how often expired Idempotency-Keys are deleted
 ACCOUNT_PAUSE_SECONDS = 30.0  # after credentials/URL failures
-SWEEP_MAX_BATCHES = 100  # per housekeeping pass (10,000 messages); the rest a second later
 Outcome = outbox.Outcome
 
 
@@ -186,37 +185,9 @@ class Dispatcher:
 
     async def _expire(self) -> None:
         try:
-            await self.sweep()
+            await expiry.sweep(self.database, self._give_up_after, stopping=self.stopping)
         except Exception as exc:  # retried at the next sweep
             log.warning("dispatcher_sweep_failed", error=type(exc).__name__)
-
-    async def sweep(self, batch_size: int = expiry.BATCH_SIZE) -> int:
-        """Finish what ran out of validity, one short transaction per batch; how many."""
-        started = time.perf_counter()
-        expired = failed = transactions = 0
-        longest = 0.0
-        for _ in range(SWEEP_MAX_BATCHES):
-            batch, took = await expiry.run_batch(
-                self.database, db.utcnow(), self._give_up_after, limit=batch_size
-            )
-            longest = max(longest, took)
-            transactions += 1
-            expired, failed = expired + batch.expired, failed + batch.failed
-            if not batch.full or self.stopping.is_set():
-                break
-            # As long again for everyone else: callbacks and the API keep at least half
-            # of the write lock (and of the CPU) however much has run out at once.
-            await asyncio.sleep(took)
-        if expired or failed:
-            log.info(
-                "expired_overdue",
-                expired=expired,
-                failed=failed,
-                transactions=transactions,
-                longest_transaction_ms=round(longest * 1000, 1),
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
-        return expired + failed
 
     async def _purge(self) -> None:
         """Housekeeping for the whole deployment, done by its one leader."""

@@ -28,10 +28,12 @@ from typing import Any
 from sqlalchemy import Table, and_, case, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import db, messages, models, outbox
+from tracker import db, logs, messages, models, outbox
 
 Status = messages.Status
 BATCH_SIZE = 100  # messages per transaction: about 10 ms of the write lock on SQLite
+MAX_BATCHES = 100  # per sweep (10,000 messages); the rest at the next one, a second later
+log = logs.get_logger(__name__)
 MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
 EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
 
@@ -64,6 +66,39 @@ def _verdict(now: dt.datetime, expired: Any, failed: Any) -> Any:
     m = MESSAGES.c
     unsent = and_(m.attempts == 0, m.expires_at <= now)
     return case((unsent, expired), else_=failed)
+
+
+async def sweep(
+    database: db.Database,
+    give_up_after: dt.timedelta,
+    *,
+    batch_size: int = BATCH_SIZE,
+    stopping: asyncio.Event | None = None,
+) -> int:
+    """Batches until one comes back short (or ``MAX_BATCHES``); how many were finished."""
+    started = time.perf_counter()
+    expired = failed = transactions = 0
+    longest = 0.0
+    for _ in range(MAX_BATCHES):
+        batch, took = await run_batch(database, db.utcnow(), give_up_after, limit=batch_size)
+        longest = max(longest, took)
+        transactions += 1
+        expired, failed = expired + batch.expired, failed + batch.failed
+        if not batch.full or (stopping is not None and stopping.is_set()):
+            break
+        # As long again for everyone else: callbacks and the API keep at least half
+        # of the write lock (and of the CPU) however much has run out at once.
+        await asyncio.sleep(took)
+    if expired or failed:
+        log.info(
+            "expired_overdue",
+            expired=expired,
+            failed=failed,
+            transactions=transactions,
+            longest_transaction_ms=round(longest * 1000, 1),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    return expired + failed
 
 
 async def run_batch(

@@ -52,12 +52,6 @@ class Claimed:
     first_attempt_at: dt.datetime | None  # the first call (the key window starts there)
 
 
-def lapsed(now: dt.datetime, give_up_after: dt.timedelta) -> Any:
-    """Validity over, or the key window (from the first call) over: never sent (again)."""
-    m = models.Message
-    return or_(m.expires_at <= now, m.submitted_at <= now - give_up_after)
-
-
 def _due(now: dt.datetime, give_up_after: dt.timedelta) -> Any:
     """Due, valid, and (once first sent) still inside the provider's key window:
     a retry after the window could send the message a second time."""
@@ -169,9 +163,8 @@ async def confirm_send(
             "submitted_at": func.coalesce(m.submitted_at, now),
         },
     )
-    await _event(
-        session, claimed.id, current, Status.SENDING, detail=f"attempt {attempt}: sending", now=now
-    )
+    moved = None if current == Status.SENDING else Status.SENDING  # taken over after a crash
+    await _event(session, claimed.id, current, moved, detail=f"attempt {attempt}: sending", now=now)
     first = row.submitted_at or now
     return dataclasses.replace(claimed, lease_until=until, attempts=attempt, first_attempt_at=first)
 
@@ -222,6 +215,7 @@ async def _event(
 
 
 def _lost(message_id: uuid.UUID, attempt: int, write: str) -> None:
+    """Another writer moved the row first (the sweep, a report, a failover): nothing done."""
     log.warning("send_outcome_lost_race", message_id=str(message_id), attempt=attempt, write=write)
 
 

@@ -9,13 +9,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.conftest import SettingsFactory
 from tests.factories import add_message, count_rows, fetch_message
-from tracker import db, dispatcher, expiry, kimisms, messages, models, outbox
+from tracker import db, expiry, kimisms, messages, models, outbox
 
 Status = messages.Status
 Outcome = messages.Outcome
@@ -75,7 +73,7 @@ def test_item_19_claim_due_has_no_limit_parameter() -> None:
 
 
 async def test_item_1_the_sweep_expires_in_batches_and_writers_get_in_between(
-    make_settings: SettingsFactory, database_url: str, database: db.Database
+    database: db.Database,
 ) -> None:
     """Item 1: 3x the batch size of expirable rows all end expired, each with its event, in
     several transactions, and a concurrent writer commits between two of them."""
@@ -95,10 +93,7 @@ async def test_item_1_the_sweep_expires_in_batches_and_writers_get_in_between(
                 return
             await asyncio.sleep(0)
 
-    settings = make_settings(database_url=database_url)
-    async with httpx.AsyncClient() as http:
-        sender = dispatcher.create(settings, database, http)
-        finished, _ = await asyncio.gather(sender.sweep(batch_size=10), writer())
+    finished, _ = await asyncio.gather(expiry.sweep(database, WINDOW, batch_size=10), writer())
     assert finished == len(ids)
     rows = [await fetch_message(database, i) for i in ids]
     assert {r.status for r in rows} == {Status.EXPIRED}
