@@ -111,6 +111,19 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 ">= 0.98, 0 429s",
             )
         )
+    for sweep in _list(results.get("expiry_sweep")):
+        table.append(
+            (
+                f"expiry sweep {sweep['expiring']} under callbacks @32 ({sweep['backend']})",
+                (
+                    f"ack p99 {sweep['ack_p99_ms']} ms (no sweep {sweep['quiet']['p99_ms']} ms), "
+                    f"spooled {sweep['spooled']}, "
+                    f"sweep {sweep['sweep_seconds']} s, longest txn "
+                    f"{sweep['longest_transaction_ms']} ms"
+                ),
+                "p99 < 50 ms, 0 spooled",
+            )
+        )
     for query in _list(results.get("query_latency")):
         table.append(
             (
@@ -145,6 +158,7 @@ def main() -> None:
         ("callback_ingest", quick),
         ("batch_accept", ["--size", "1000", "--repeat", "1"] if args.quick else []),
         ("pacing", ["--seconds", "10"] if args.quick else []),
+        ("expiry_sweep", quick),
         ("query_latency", quick),
     ]
     deadline = time.monotonic() + TIME_LIMIT_SECONDS

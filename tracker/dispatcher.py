@@ -1,10 +1,12 @@
 """The dispatcher: turns due messages into sends at the provider's pace.
 
-Claim (short transaction, commit) -> send (no transaction open) -> record
-(second short transaction). Only the leader dispatches (``leadership``); the
-pacer spaces every call; transient failures are retried with exponential
-backoff and full jitter under the same Idempotency-Key, until the attempts or
-the provider's 24 h key window run out.
+Claim (short transaction, commit) -> wait for the pacer's turn -> confirm (the
+claim still holds and the message is still valid: only then ``sending``) ->
+send (no transaction open) -> record (a short transaction). Only the leader
+dispatches (``leadership``); the pacer spaces every call; transient failures
+are retried with exponential backoff and full jitter under the same
+Idempotency-Key, until the attempts or the provider's 24 h key window run out.
+The leader also runs the expiry sweep, in batches (``expiry``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ from collections.abc import Awaitable
 
 import httpx
 
-from tracker import capability, db, errors, kimisms, leadership, logs, metrics, outbox, store
+from tracker import (
+    capability,
+    db,
+    errors,
+    expiry,
+    kimisms,
+    leadership,
+    logs,
+    metrics,
+    outbox,
+    store,
+)
 from tracker.pacing import Pacer
 from tracker.settings import Settings
 
@@ -32,6 +45,7 @@ LEADERSHIP_CHECK_SECONDS = 5.0
 HOUSEKEEPING_SECONDS = 1.0  # how often validity and retry windows are checked
 PURGE_SECONDS = 600.0  # how often expired Idempotency-Keys are deleted
 ACCOUNT_PAUSE_SECONDS = 30.0  # after credentials/URL failures
+Outcome = outbox.Outcome
 
 
 class Dispatcher:
@@ -54,6 +68,8 @@ class Dispatcher:
         self._in_flight: dict[asyncio.Task[None], _Send] = {}
         self._keys = settings.callback_keys()
         self._give_up_after = dt.timedelta(seconds=settings.give_up_after_seconds)
+        self._lease = dt.timedelta(seconds=settings.lease_seconds)
+        self._sweeping: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Wait for leadership, then dispatch until ``stop()``; then drain in-flight sends."""
@@ -71,11 +87,21 @@ class Dispatcher:
         self.stopping.set()
 
     async def _lead(self) -> None:
+        try:
+            await self._lead_cycles()
+        finally:
+            if self._sweeping is not None:  # only the leader sweeps
+                self._sweeping.cancel()
+                await asyncio.gather(self._sweeping, return_exceptions=True)
+
+    async def _lead_cycles(self) -> None:
         checked = time.monotonic()
         swept = purged = 0.0
         while not self.stopping.is_set():
-            if time.monotonic() - swept > HOUSEKEEPING_SECONDS:
-                await self._expire()
+            idle = self._sweeping is None or self._sweeping.done()
+            if idle and time.monotonic() - swept > HOUSEKEEPING_SECONDS:
+                # Beside the claims, not in their way: a long sweep never delays a send.
+                self._sweeping = asyncio.create_task(self._expire(), name="expiry-sweep")
                 swept = time.monotonic()
             if time.monotonic() - purged > PURGE_SECONDS:
                 await self._purge()
@@ -151,20 +177,20 @@ class Dispatcher:
             return await outbox.any_due(session, db.utcnow(), self._give_up_after)
 
     async def _claim(self) -> outbox.Claimed | None:
-        now = db.utcnow()
-        lease = dt.timedelta(seconds=self.settings.lease_seconds)
         # Our own sends in flight are never claimed again, even past their lease.
         mine = [send.claimed.id for send in self._in_flight.values()]
         async with self.database.write() as session:
-            claimed = await outbox.claim_due(
-                session, now=now, lease=lease, give_up_after=self._give_up_after, exclude=mine
+            return await outbox.claim_due(
+                session,
+                now=db.utcnow(),
+                lease=self._lease,
+                give_up_after=self._give_up_after,
+                exclude=mine,
             )
-        return claimed[0] if claimed else None
 
     async def _expire(self) -> None:
         try:
-            async with self.database.write() as session:
-                await outbox.expire_overdue(session, db.utcnow(), self._give_up_after)
+            await expiry.sweep(self.database, self._give_up_after, stopping=self.stopping)
         except Exception as exc:  # retried at the next sweep
             log.warning("dispatcher_sweep_failed", error=type(exc).__name__, exc_info=True)
 
@@ -180,11 +206,25 @@ class Dispatcher:
                 log.info("idempotency_keys_purged", count=purged)
 
     async def _send(self, send: _Send) -> None:
-        claimed = send.claimed
         try:
             await self.client.pacer.acquire()
         finally:
             send.turn_taken.set()
+        # The turn may have come long after the claim (a 429 pauses everyone):
+        # send only what is still ours and still valid now.
+        async with self.database.write() as session:
+            confirmed = await outbox.confirm_send(
+                session,
+                send.claimed,
+                now=db.utcnow(),
+                lease=self._lease,
+                give_up_after=self._give_up_after,
+            )
+        if confirmed is None:
+            metrics.SENDS.labels(outcome="not_sent").inc()
+            log.info("message_not_sent", message_id=str(send.claimed.id))
+            return
+        send.claimed = claimed = confirmed
         started = time.perf_counter()
         url = capability.callback_url(self.settings.public_url, self._keys, claimed.id)
         outcome, provider_message_id = "accepted", None
@@ -220,6 +260,7 @@ class Dispatcher:
 
     async def _handle_failure(self, claimed: outbox.Claimed, exc: errors.ProviderError) -> str:
         """Record a failed attempt; returns the outcome for the log line."""
+        outcome = attempt_outcome(exc)
         if exc.permanent:
             async with self.database.write() as session:
                 await outbox.record_rejection(
@@ -236,29 +277,33 @@ class Dispatcher:
             self.client.pacer.pause(ACCOUNT_PAUSE_SECONDS)
             log.error("provider_unavailable", detail=str(exc))
             await self._retry(
-                claimed, str(exc), now + dt.timedelta(seconds=ACCOUNT_PAUSE_SECONDS), count=False
+                claimed, str(exc), now + dt.timedelta(seconds=ACCOUNT_PAUSE_SECONDS), outcome
             )
             return "account_unavailable"
         if exc.status_code == 429:  # noqa: PLR2004 - not sent; the pacer already paused
             wait = exc.retry_after or self.settings.rate_limit_pause_seconds
-            await self._retry(claimed, str(exc), now + dt.timedelta(seconds=wait), count=False)
+            await self._retry(claimed, str(exc), now + dt.timedelta(seconds=wait), outcome)
             return "rate_limited"
         retry_at = now + dt.timedelta(seconds=self._backoff(claimed.attempts))
-        window_ends = claimed.first_attempt_at + dt.timedelta(
-            seconds=self.settings.give_up_after_seconds
-        )
+        first = claimed.first_attempt_at or now
+        window_ends = first + dt.timedelta(seconds=self.settings.give_up_after_seconds)
         if claimed.attempts >= self.settings.max_attempts or retry_at >= window_ends:
             reason = f"{exc} (after {claimed.attempts} attempts)"
             async with self.database.write() as session:
                 await outbox.record_failure(
-                    session, claimed.id, reason, attempt=claimed.attempts, now=db.utcnow()
+                    session,
+                    claimed.id,
+                    reason,
+                    attempt=claimed.attempts,
+                    outcome=outcome,
+                    now=db.utcnow(),
                 )
             return "failed"
-        await self._retry(claimed, str(exc), retry_at, count=True)
+        await self._retry(claimed, str(exc), retry_at, outcome)
         return "retry"
 
     async def _retry(
-        self, claimed: outbox.Claimed, reason: str, at: dt.datetime, *, count: bool
+        self, claimed: outbox.Claimed, reason: str, at: dt.datetime, outcome: outbox.Outcome
     ) -> None:
         async with self.database.write() as session:
             await outbox.schedule_retry(
@@ -267,7 +312,7 @@ class Dispatcher:
                 reason,
                 at=at,
                 attempt=claimed.attempts,
-                count_attempt=count,
+                outcome=outcome,
                 now=db.utcnow(),
             )
 
@@ -295,7 +340,7 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        unfinished = [send.claimed.id for task, send in sends.items() if task.cancelled()]
+        unfinished = [send.claimed for task, send in sends.items() if task.cancelled()]
         if unfinished:
             async with self.database.write() as session:
                 await outbox.release(session, unfinished, db.utcnow())
@@ -307,6 +352,19 @@ class _Send:
 
     claimed: outbox.Claimed
     turn_taken: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+def attempt_outcome(exc: errors.ProviderError) -> outbox.Outcome:
+    """The structured outcome of a failed call (``message_events.outcome``)."""
+    if exc.permanent:
+        return Outcome.REJECTED
+    if isinstance(exc, kimisms.ProviderUnavailable):
+        return Outcome.ACCOUNT_UNAVAILABLE
+    if exc.status_code == 429:  # noqa: PLR2004
+        return Outcome.RATE_LIMITED
+    if exc.status_code is None:  # a timeout, a lost connection, a 200 without an id
+        return Outcome.NO_ANSWER
+    return Outcome.PROVIDER_ERROR
 
 
 def create(settings: Settings, database: db.Database, http: httpx.AsyncClient) -> Dispatcher:

@@ -61,6 +61,25 @@ FINAL: frozenset[Status] = frozenset(
 )
 
 
+class Outcome(enum.StrEnum):
+    """What one dispatch attempt came to (stored on its event; ``/v1/stats`` counts it)."""
+
+    ACCEPTED = "accepted"  # 200 with a provider message id
+    REJECTED = "rejected"  # 400: the message itself is refused
+    RATE_LIMITED = "rate_limited"  # 429: not taken
+    ACCOUNT_UNAVAILABLE = "account_unavailable"  # credentials or URL refused: not taken
+    PROVIDER_ERROR = "provider_error"  # a 5xx or another answer: it may have it
+    NO_ANSWER = "no_answer"  # timeout, lost connection, a 200 without an id: it may have it
+
+
+# Calls refused before the provider took the message: they do not count as attempts.
+UNSENT_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.RATE_LIMITED, Outcome.ACCOUNT_UNAVAILABLE})
+# Failed calls that are neither the message's fault nor a 429 (``/v1/stats`` errors).
+ERROR_OUTCOMES: frozenset[Outcome] = frozenset(
+    {Outcome.ACCOUNT_UNAVAILABLE, Outcome.PROVIDER_ERROR, Outcome.NO_ANSWER}
+)
+
+
 def can_move(current: Status, new: Status) -> bool:
     """Whether a message at ``current`` may take ``new``: only strictly forward."""
     return RANK[new] > RANK[current]

@@ -109,6 +109,8 @@ class MessageEvent(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))  # None: recorded, no move
     source: Mapped[str] = mapped_column(String(16))  # api, dispatcher, provider, callback
     detail: Mapped[str | None] = mapped_column(Text)
+    # A dispatch attempt's outcome (outbox.Outcome); None on every other event.
+    outcome: Mapped[str | None] = mapped_column(String(24))
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -1,14 +1,21 @@
-"""The dispatcher's queries: claim due messages and record what KIMISMS said.
+"""The dispatcher's queries: claim due messages, confirm a send, record what KIMISMS said.
 
-The message row is the job. A claimed message is ``sending`` with its due time
-pushed to the end of its lease: if the dispatcher dies mid-send, the row
-becomes due again when the lease runs out and is retried with the same
-Idempotency-Key. A message waiting for a retry stays ``sending`` (the provider
-may have it: the outcome is unknown), so no status ever moves backwards.
+The message row is the job. A claim leases a due row (``lease_until``, its due
+time pushed to the end of the lease) and leaves its status alone; right before
+the provider call, ``confirm_send`` checks the claim still holds and the
+message is still valid, and only then makes it ``sending`` (handed to KIMISMS,
+outcome unknown). If the dispatcher dies, the row is due again when the lease
+runs out and is retried with the same Idempotency-Key.
+
+Every outcome write names the state it expects (``sending``, at this attempt)
+and reports whether it found it: a write that lost a race changes nothing. A
+retry moves ``sending`` back to ``queued`` with ``attempts`` kept: the one
+deliberate move backwards in rank, made only here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -18,25 +25,31 @@ from typing import Any
 from sqlalchemy import case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import messages, models
+from tracker import logs, messages, models
 from tracker.kimisms import Acceptance
 
 Status = messages.Status
 SOURCE = "dispatcher"
 DUE_STATUSES = (Status.QUEUED.value, Status.SENDING.value)
 VALIDITY_RAN_OUT = "validity ran out before it could be sent"
+WINDOW_RAN_OUT = "retries stopped: the validity or the provider's 24 h idempotency window ran out"
+log = logs.get_logger(__name__)
+
+
+Outcome = messages.Outcome
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """A message handed to this dispatcher until ``lease_until``."""
+    """A message leased to this dispatcher until ``lease_until`` (which names the claim)."""
 
     id: uuid.UUID
     sender_name: str
     contact: str
     body: str
-    attempts: int
-    first_attempt_at: dt.datetime
+    lease_until: dt.datetime
+    attempts: int  # calls made so far; after confirm_send, this call's number
+    first_attempt_at: dt.datetime | None  # the first call (the key window starts there)
 
 
 def _due(now: dt.datetime, give_up_after: dt.timedelta) -> Any:
@@ -62,10 +75,9 @@ async def claim_due(
     now: dt.datetime,
     lease: dt.timedelta,
     give_up_after: dt.timedelta,
-    limit: int = 1,
     exclude: Sequence[uuid.UUID] = (),
-) -> list[Claimed]:
-    """Claim the most urgent due messages: priority first, then oldest due time.
+) -> Claimed | None:
+    """Lease the most urgent due message: priority first, then oldest due time.
 
     ``exclude``: ids the caller is still sending (never claimed twice at once).
     """
@@ -73,53 +85,120 @@ async def claim_due(
     due = _due(now, give_up_after)
     if exclude:
         due &= m.id.not_in(exclude)
-    rows = (
+    row = (
         await session.execute(
             select(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
             .where(due)
             .order_by(m.priority, m.next_attempt_at)
-            .limit(limit)
+            .limit(1)
             .with_for_update(skip_locked=True)
         )
-    ).all()
-    if not rows:
-        return []
+    ).one_or_none()
+    if row is None:
+        return None
+    until = now + lease
     await session.execute(
         update(m)
-        .where(m.id.in_([row.id for row in rows]), m.status.in_(DUE_STATUSES))
-        .values(
-            status=Status.SENDING.value,
-            rank=messages.RANK[Status.SENDING],
-            attempts=m.attempts + 1,
-            lease_until=now + lease,
-            next_attempt_at=now + lease,
-            submitted_at=func.coalesce(m.submitted_at, now),
-            updated_at=now,
-        )
+        .where(m.id == row.id, m.status.in_(DUE_STATUSES))
+        .values(lease_until=until, next_attempt_at=until, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return [
-        Claimed(
-            id=row.id,
-            sender_name=row.sender_name,
-            contact=row.contact,
-            body=row.body or "",
-            attempts=row.attempts + 1,
-            first_attempt_at=row.submitted_at or now,
+    return Claimed(
+        id=row.id,
+        sender_name=row.sender_name,
+        contact=row.contact,
+        body=row.body or "",
+        lease_until=until,
+        attempts=row.attempts,
+        first_attempt_at=row.submitted_at,
+    )
+
+
+async def confirm_send(
+    session: AsyncSession,
+    claimed: Claimed,
+    *,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    give_up_after: dt.timedelta,
+) -> Claimed | None:
+    """Right before the provider call: ``sending`` with a fresh lease, or None (do not send).
+
+    None when the claim no longer holds (cancelled, reported, taken over) or the
+    validity or key window ran out while the claim waited for its turn; then the
+    message is finished here as the sweep would: expired if no call could have
+    reached the provider yet, else failed.
+    """
+    m = models.Message
+    row = (
+        await session.execute(
+            select(m.status, m.attempts, m.expires_at, m.submitted_at, m.lease_until)
+            .where(m.id == claimed.id)
+            .with_for_update()
         )
-        for row in rows
-    ]
+    ).one_or_none()
+    if row is None or row.status not in DUE_STATUSES or row.lease_until != claimed.lease_until:
+        log.warning("send_claim_lost", message_id=str(claimed.id), status=row and row.status)
+        return None
+    ours = (m.id == claimed.id) & (m.lease_until == claimed.lease_until) & (m.status == row.status)
+    current = Status(row.status)
+    expired = row.expires_at is not None and row.expires_at <= now
+    if expired or (row.submitted_at is not None and row.submitted_at <= now - give_up_after):
+        target = Status.EXPIRED if expired and row.attempts == 0 else Status.FAILED
+        reason = VALIDITY_RAN_OUT if target == Status.EXPIRED else WINDOW_RAN_OUT
+        await _move(session, ours, target, now=now, values={"error": reason, "final_at": now})
+        await _event(session, claimed.id, current, target, detail=f"not sent: {reason}", now=now)
+        return None
+    attempt = row.attempts + 1
+    until = now + lease
+    await _move(
+        session,
+        ours,
+        Status.SENDING,
+        now=now,
+        values={
+            "attempts": attempt,
+            "lease_until": until,
+            "next_attempt_at": until,
+            "submitted_at": func.coalesce(m.submitted_at, now),
+        },
+    )
+    moved = None if current == Status.SENDING else Status.SENDING  # taken over after a crash
+    await _event(session, claimed.id, current, moved, detail=f"attempt {attempt}: sending", now=now)
+    first = row.submitted_at or now
+    return dataclasses.replace(claimed, lease_until=until, attempts=attempt, first_attempt_at=first)
+
+
+async def _move(
+    session: AsyncSession, where: Any, target: Status, *, now: dt.datetime, values: dict[str, Any]
+) -> bool:
+    """Set ``target`` (and ``values``) on the row ``where`` names; whether it was there."""
+    fields: dict[str, Any] = {"lease_until": None, "updated_at": now, **values}
+    result = await session.execute(
+        update(models.Message)
+        .where(where)
+        .values(status=target.value, rank=messages.RANK[target], **fields)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _sending(message_id: uuid.UUID, attempt: int) -> Any:
+    """The row as this attempt left it: ``sending``, at this attempt."""
+    m = models.Message
+    return (m.id == message_id) & (m.status == Status.SENDING.value) & (m.attempts == attempt)
 
 
 async def _event(
     session: AsyncSession,
     message_id: uuid.UUID,
-    *,
     from_status: Status | None,
     to_status: Status | None,
+    *,
     detail: str,
-    payload: dict[str, Any] | None = None,
     now: dt.datetime,
+    outcome: Outcome | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> None:
     await session.execute(
         insert(models.MessageEvent).values(
@@ -128,35 +207,16 @@ async def _event(
             to_status=to_status.value if to_status else None,
             source=SOURCE,
             detail=detail,
+            outcome=outcome.value if outcome else None,
             payload=payload,
             created_at=now,
         )
     )
 
 
-async def _finish(
-    session: AsyncSession,
-    message_id: uuid.UUID,
-    target: Status,
-    *,
-    now: dt.datetime,
-    values: dict[str, Any],
-) -> bool:
-    """Move a ``sending`` message on; False if something else moved it first."""
-    m = models.Message
-    result = await session.execute(
-        update(m)
-        .where(m.id == message_id, m.status == Status.SENDING.value, m.rank < messages.RANK[target])
-        .values(
-            status=target.value,
-            rank=messages.RANK[target],
-            lease_until=None,
-            updated_at=now,
-            **values,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))
+def _lost(message_id: uuid.UUID, attempt: int, write: str) -> None:
+    """Another writer moved the row first (the sweep, a report, a failover): nothing done."""
+    log.warning("send_outcome_lost_race", message_id=str(message_id), attempt=attempt, write=write)
 
 
 async def record_acceptance(
@@ -167,11 +227,14 @@ async def record_acceptance(
     attempt: int,
     now: dt.datetime,
 ) -> bool:
-    """KIMISMS said 200: ``pending``, unless a callback already moved it further."""
+    """KIMISMS said 200: ``pending``. A report of the same provider message that got
+    here first keeps its status; the answer's facts are added. Anything else: nothing."""
     m = models.Message
-    await session.execute(
+    ours = _sending(message_id, attempt)
+    reported = (m.id == message_id) & (m.provider_message_id == accepted.provider_message_id)
+    result = await session.execute(
         update(m)
-        .where(m.id == message_id)
+        .where(or_(ours, reported))
         .values(
             provider_message_id=func.coalesce(m.provider_message_id, accepted.provider_message_id),
             provider_name=accepted.provider_name,
@@ -183,19 +246,20 @@ async def record_acceptance(
         )
         .execution_options(synchronize_session=False)
     )
-    moved = await _finish(
-        session,
-        message_id,
-        Status.PENDING,
-        now=now,
-        values=_provider_words(accepted),
+    known = bool(getattr(result, "rowcount", 0))
+    moved = known and await _move(
+        session, ours, Status.PENDING, now=now, values=_provider_words(accepted)
     )
+    if not known:
+        _lost(message_id, attempt, "accepted")
+    note = "" if moved else (" (already further)" if known else " (not recorded: not ours)")
     await _event(
         session,
         message_id,
-        from_status=Status.SENDING,
-        to_status=Status.PENDING if moved else None,
-        detail=f"attempt {attempt}: accepted by KIMISMS" + ("" if moved else " (already further)"),
+        Status.SENDING,
+        Status.PENDING if moved else None,
+        detail=f"attempt {attempt}: accepted by KIMISMS{note}",
+        outcome=Outcome.ACCEPTED,
         payload={
             "provider_message_id": accepted.provider_message_id,
             "status": accepted.status,
@@ -222,21 +286,25 @@ async def _give_up(
     message_id: uuid.UUID,
     target: Status,
     *,
+    attempt: int,
     reason: str,
     detail: str,
+    outcome: Outcome,
     payload: dict[str, Any] | None = None,
     now: dt.datetime,
 ) -> bool:
-    """End a ``sending`` message as ``target`` with its reason, and record why."""
-    moved = await _finish(
-        session, message_id, target, now=now, values={"error": reason, "final_at": now}
-    )
+    """End this attempt's ``sending`` message as ``target`` with its reason, and record why."""
+    values = {"error": reason, "final_at": now}
+    moved = await _move(session, _sending(message_id, attempt), target, now=now, values=values)
+    if not moved:
+        _lost(message_id, attempt, target.value)
     await _event(
         session,
         message_id,
-        from_status=Status.SENDING,
-        to_status=target if moved else None,
+        Status.SENDING,
+        target if moved else None,
         detail=detail,
+        outcome=outcome,
         payload=payload,
         now=now,
     )
@@ -257,23 +325,33 @@ async def record_rejection(
         session,
         message_id,
         Status.REJECTED,
+        attempt=attempt,
         reason=reason,
         detail=f"attempt {attempt}: {reason}",
+        outcome=Outcome.REJECTED,
         payload={"errors": field_errors},
         now=now,
     )
 
 
 async def record_failure(
-    session: AsyncSession, message_id: uuid.UUID, reason: str, *, attempt: int, now: dt.datetime
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    reason: str,
+    *,
+    attempt: int,
+    outcome: Outcome,
+    now: dt.datetime,
 ) -> bool:
-    """Give up: ``failed`` with the reason (a late Delivered report can still win)."""
+    """Give up after this attempt: ``failed`` with the reason (a late Delivered can win)."""
     return await _give_up(
         session,
         message_id,
         Status.FAILED,
+        attempt=attempt,
         reason=reason,
         detail=f"attempt {attempt}: gave up: {reason}",
+        outcome=outcome,
         now=now,
     )
 
@@ -285,112 +363,57 @@ async def schedule_retry(
     *,
     at: dt.datetime,
     attempt: int,
-    count_attempt: bool,
+    outcome: Outcome,
     now: dt.datetime,
-) -> None:
-    """Try again at ``at`` with the same key; the message stays ``sending``."""
+) -> bool:
+    """Back to ``queued`` until ``at``, same key. A refusal that took nothing (429, the
+    account) does not count as an attempt: the message still never reached a phone."""
     m = models.Message
-    await session.execute(
-        update(m)
-        .where(m.id == message_id, m.status == Status.SENDING.value)
-        .values(
-            next_attempt_at=at,
-            lease_until=None,
-            error=reason,
-            updated_at=now,
-            attempts=m.attempts if count_attempt else m.attempts - 1,
-        )
-        .execution_options(synchronize_session=False)
+    counted = outcome not in messages.UNSENT_OUTCOMES
+    values = {"next_attempt_at": at, "error": reason}
+    if not counted:
+        values["attempts"] = m.attempts - 1
+    moved = await _move(
+        session, _sending(message_id, attempt), Status.QUEUED, now=now, values=values
     )
+    if not moved:
+        _lost(message_id, attempt, "retry")
     await _event(
         session,
         message_id,
-        from_status=Status.SENDING,
-        to_status=None,
+        Status.SENDING,
+        Status.QUEUED if moved else None,
         detail=f"attempt {attempt}: {reason}; retry at {at.isoformat(timespec='seconds')}",
+        outcome=outcome,
         now=now,
     )
+    return moved
 
 
-async def release(session: AsyncSession, ids: Sequence[uuid.UUID], now: dt.datetime) -> None:
-    """Make claimed messages due at once (shutdown before their send finished)."""
-    m = models.Message
-    await session.execute(
-        update(m)
-        .where(m.id.in_(ids), m.status == Status.SENDING.value)
-        .values(next_attempt_at=now, lease_until=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+async def release(session: AsyncSession, claims: Sequence[Claimed], now: dt.datetime) -> None:
+    """Make claimed messages due at once (shutdown before their send was recorded).
 
-
-async def expire_overdue(
-    session: AsyncSession, now: dt.datetime, give_up_after: dt.timedelta
-) -> int:
-    """Messages whose validity or retry window ran out: never sent (again).
-
-    A message still ``sending`` whose every try was refused unsent (429, an
-    unavailable account: attempts left at 0) never reached a phone, so when its
-    validity runs out it is expired like a queued one; one that may have
-    reached the provider (a timeout, a 5xx) is failed.
+    A claim still waiting for its turn is only unleased; one whose call went out
+    goes back to ``queued`` like a retry (its outcome unknown, the same key next).
     """
     m = models.Message
-    expired = (
-        await session.scalars(
-            select(m.id).where(m.status == Status.QUEUED.value, m.expires_at <= now)
-        )
-    ).all()
-    stale = (
-        await session.execute(
-            select(m.id, m.attempts, m.expires_at).where(
-                m.status == Status.SENDING.value,
-                m.next_attempt_at <= now,
-                or_(m.submitted_at <= now - give_up_after, m.expires_at <= now),
-            )
-        )
-    ).all()
-    unsent = [(message_id, Status.QUEUED) for message_id in expired]
-    tried: list[uuid.UUID] = []
-    for row in stale:
-        if row.attempts == 0 and row.expires_at is not None and row.expires_at <= now:
-            unsent.append((row.id, Status.SENDING))
-        else:
-            tried.append(row.id)
-    for message_id, from_status in unsent:
-        if await _finish_unsent(session, message_id, from_status, now):
-            await _event(
-                session,
-                message_id,
-                from_status=from_status,
-                to_status=Status.EXPIRED,
-                detail=VALIDITY_RAN_OUT,
-                now=now,
-            )
-    for message_id in tried:
-        await record_failure(
+    for claimed in claims:
+        ours = (m.id == claimed.id) & (m.lease_until == claimed.lease_until)
+        values = {"next_attempt_at": now, "lease_until": None, "updated_at": now}
+        sent = await _move(
             session,
-            message_id,
-            "retries stopped: the validity or the provider's 24 h idempotency window ran out",
-            attempt=0,
+            ours & (m.status == Status.SENDING.value),
+            Status.QUEUED,
             now=now,
+            values=values,
         )
-    return len(expired) + len(stale)
-
-
-async def _finish_unsent(
-    session: AsyncSession, message_id: uuid.UUID, from_status: Status, now: dt.datetime
-) -> bool:
-    m = models.Message
-    result = await session.execute(
-        update(m)
-        .where(m.id == message_id, m.status == from_status.value)
-        .values(
-            status=Status.EXPIRED.value,
-            rank=messages.RANK[Status.EXPIRED],
-            final_at=now,
-            updated_at=now,
-            lease_until=None,
-            error=VALIDITY_RAN_OUT,
+        if sent:
+            detail = f"attempt {claimed.attempts}: shut down before the answer was recorded"
+            await _event(session, claimed.id, Status.SENDING, Status.QUEUED, detail=detail, now=now)
+            continue
+        await session.execute(
+            update(m)
+            .where(ours, m.status == Status.QUEUED.value)
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))

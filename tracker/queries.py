@@ -43,12 +43,9 @@ _WINDOW = re.compile(r"([0-9]{1,9})([smhd]?)")
 DELIVERY_SAMPLE_SIZE = 50_000
 PERCENTILES = (0.5, 0.95, 0.99)
 
-# What the dispatcher writes in message_events.detail (outbox, from kimisms errors).
-DISPATCHER_SOURCE = "dispatcher"
-RATE_LIMITED_TEXT = "rate limited by KIMISMS"  # kimisms.error_for, HTTP 429
-RETRY_TEXT = "; retry at "  # outbox.schedule_retry: a failed attempt to be tried again
-GAVE_UP_TEXT = ": gave up: "  # outbox.record_failure: the last failed attempt
-SWEEP_PREFIX = "attempt 0:"  # outbox.expire_overdue: not a call to the provider
+# Each dispatch attempt's event carries its outcome (outbox); other events have none.
+RATE_LIMITED = messages.Outcome.RATE_LIMITED.value
+ERROR_OUTCOMES = sorted(o.value for o in messages.ERROR_OUTCOMES)
 
 DUE_STATUSES = (Status.QUEUED.value, Status.SENDING.value)
 
@@ -282,11 +279,13 @@ async def queue_snapshot(
         or_(m.expires_at.is_(None), m.expires_at > now),
     )
     queued = m.status == Status.QUEUED.value
+    # Scheduled: a send_at ahead, never handed over yet (not a retry's wait, not a claim).
+    ahead = and_(m.next_attempt_at > now, m.submitted_at.is_(None), m.lease_until.is_(None))
     row = (
         await session.execute(
             select(
                 func.count().filter(due),
-                func.count().filter(queued, m.next_attempt_at > now),
+                func.count().filter(queued, ahead),
                 func.min(m.next_attempt_at).filter(due, queued),
             ).where(m.status.in_(DUE_STATUSES), *_scoped(client))
         )
@@ -355,16 +354,10 @@ async def provider_trouble(
 ) -> tuple[int, int]:
     """(429s, other failed calls) the dispatcher recorded since ``since``."""
     e = EVENTS.c
-    detail = e.detail
-    rate_limited = detail.contains(RATE_LIMITED_TEXT, autoescape=True)
-    failed_call = and_(
-        or_(detail.contains(RETRY_TEXT, autoescape=True), detail.contains(GAVE_UP_TEXT)),
-        not_(detail.startswith(SWEEP_PREFIX)),
-        not_(rate_limited),
-    )
-    query = select(func.count().filter(rate_limited), func.count().filter(failed_call)).where(
-        e.source == DISPATCHER_SOURCE, e.created_at >= since
-    )
+    query = select(
+        func.count().filter(e.outcome == RATE_LIMITED),
+        func.count().filter(e.outcome.in_(ERROR_OUTCOMES)),
+    ).where(e.created_at >= since, e.outcome.is_not(None))
     if client is not None:
         query = query.join_from(EVENTS, MESSAGES, e.message_id == MESSAGES.c.id).where(
             MESSAGES.c.client == client

@@ -95,6 +95,11 @@ async def get_message(
     return MessageWithEvents(message=message, events=list(events.mappings()))
 
 
+RETRY_NOT_CANCELLABLE = (
+    "message is waiting to retry a send KIMISMS may have taken; too late to cancel"
+)
+
+
 async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: str | None) -> Row:
     """Cancel a message that is still queued; the message as it now is.
 
@@ -104,7 +109,12 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     """
     now = db.utcnow()
     cancelled = messages.Status.CANCELLED
-    condition = [MESSAGES.c.id == message_id, MESSAGES.c.status == messages.Status.QUEUED.value]
+    condition = [
+        MESSAGES.c.id == message_id,
+        MESSAGES.c.status == messages.Status.QUEUED.value,
+        # Waiting for a retry of a call KIMISMS may have taken: no longer ours to stop.
+        MESSAGES.c.attempts == 0,
+    ]
     if client is not None:
         condition.append(MESSAGES.c.client == client)
     result = await session.execute(
@@ -145,6 +155,8 @@ async def _not_cancelled_now(
     row = (await session.execute(query)).mappings().one_or_none()
     if row is None:
         raise errors.NotFound("message not found")
+    if row["status"] == messages.Status.QUEUED.value:
+        raise errors.Conflict(RETRY_NOT_CANCELLABLE)
     if row["status"] != messages.Status.CANCELLED.value:
         raise errors.Conflict(f"message is {row['status']}; only queued messages can be cancelled")
     return row

@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.conftest import SettingsFactory
 from tests.factories import add_message, fetch_message
@@ -112,30 +112,6 @@ async def test_an_expired_message_is_never_sent(
         assert sandbox_sends(sandbox_url) == []
 
 
-async def test_validity_lapsing_while_only_refused_unsent_expires_otherwise_fails(
-    database: db.Database,
-) -> None:
-    """Held back only by 429s (attempts 0): expired; after a try that may have reached the
-    provider (attempts 1): failed. Neither is tried again."""
-    past = db.utcnow() - dt.timedelta(seconds=1)
-    held, tried = [await add_message(database, status=Status.SENDING) for _ in range(2)]
-    for message_id, attempts in ((held, 0), (tried, 1)):
-        async with database.write() as session:
-            await session.execute(
-                update(models.Message)
-                .where(models.Message.id == message_id)
-                .values(attempts=attempts, expires_at=past, submitted_at=past)
-            )
-    async with database.write() as session:
-        assert await outbox.expire_overdue(session, db.utcnow(), dt.timedelta(days=1)) == 2
-    held_row, tried_row = [await fetch_message(database, i) for i in (held, tried)]
-    assert (held_row.status, held_row.error) == (Status.EXPIRED, outbox.VALIDITY_RAN_OUT)
-    assert held_row.final_at is not None
-    assert tried_row.status == Status.FAILED
-    async with database.write() as session:  # final now: nothing is swept (or sent) again
-        assert await outbox.expire_overdue(session, db.utcnow(), dt.timedelta(days=1)) == 0
-
-
 async def test_an_interim_report_before_the_send_answer_keeps_its_words(
     database: db.Database,
 ) -> None:
@@ -150,7 +126,7 @@ async def test_an_interim_report_before_the_send_answer_keeps_its_words(
     accepted = kimisms.Acceptance("p-1", "Safaricom", "Queued", "Message queued")
     async with database.write() as session:
         moved = await outbox.record_acceptance(
-            session, message_id, accepted, attempt=1, now=db.utcnow()
+            session, message_id, accepted, attempt=0, now=db.utcnow()
         )
     row = await fetch_message(database, message_id)
     assert moved
@@ -229,3 +205,57 @@ async def test_stop_during_a_provider_pause_exits_at_once_without_claiming(
         assert sandbox_calls(sandbox_url) == []
     row = await fetch_message(database, message_id)
     assert (row.status, row.attempts) == (Status.QUEUED, 0)
+
+
+async def test_item_2_a_send_whose_validity_ran_out_during_a_pause_is_never_made(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """Item 2: claimed, then a 429 elsewhere pauses every send past the validity: at its
+    turn the message is expired without a send-sms call (the sandbox's call log)."""
+    message_id = await add_message(database, status=Status.QUEUED)
+    expires = db.utcnow() + dt.timedelta(seconds=1)
+    async with database.write() as session:
+        await session.execute(
+            update(models.Message).where(models.Message.id == message_id).values(expires_at=expires)
+        )
+    with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
+        async with provider_client(settings) as http:
+            sender = dispatcher.create(settings, database, http)
+            sender.client.pacer.pause(0.4)  # the claim comes a little before the turn
+            task = asyncio.create_task(sender.run())
+            [claimed] = await wait_for(database, [message_id], lambda r: r.lease_until is not None)
+            sender.client.pacer.pause(2.0)  # as after a 429 on another send
+            [row] = await wait_for(database, [message_id], is_final)
+            sender.stop()
+            await asyncio.wait_for(task, 10)
+        assert claimed.status == Status.QUEUED
+        assert (row.status, row.attempts, row.accepted_at) == (Status.EXPIRED, 0, None)
+        assert [c for c in sandbox_calls(sandbox_url) if c["path"] == "/api/send-sms"] == []
+
+
+async def test_item_6_a_retried_message_waits_queued_and_its_timeline_has_every_step(
+    make_settings: SettingsFactory, database_url: str, database: db.Database
+) -> None:
+    """Item 6: a 500 then success: queued -> sending -> queued (retry, reason) -> sending ->
+    pending, recorded by the dispatcher, under one Idempotency-Key (one send)."""
+    message_id = await add_message(database, status=Status.QUEUED, contact="254700000502")
+    with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
+        async with dispatching(settings, database):
+            await wait_for(database, [message_id], lambda r: r.accepted_at is not None)
+        assert sends_per_key(sandbox_url) == {str(message_id): 1}
+    async with database.read() as session:
+        e = models.MessageEvent
+        rows = (
+            await session.execute(
+                select(e.from_status, e.to_status, e.outcome, e.detail)
+                .where(e.message_id == message_id, e.source == "dispatcher")
+                .order_by(e.id)
+            )
+        ).all()
+    assert [(r.from_status, r.to_status, r.outcome) for r in rows] == [
+        ("queued", "sending", None),
+        ("sending", "queued", "provider_error"),
+        ("queued", "sending", None),
+        ("sending", "pending", "accepted"),
+    ]
+    assert "KIMISMS server error 500" in rows[1].detail

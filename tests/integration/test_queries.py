@@ -360,3 +360,35 @@ async def test_provider_429s_and_errors_come_from_what_the_dispatcher_recorded(
             stats = (await http.get("/v1/stats", headers=keys["app"])).json()
     # hung: 1 timeout; unlucky: 2 retried + 1 that gave up; a 400 is no error
     assert stats["provider"] == {"rate_limited": 1, "errors": 4}
+
+
+async def test_item_15_provider_trouble_is_counted_from_the_attempt_outcome_column(
+    http: httpx.AsyncClient, keys: Keys, database: db.Database
+) -> None:
+    """Item 15: /v1/stats counts 429s and errors from message_events.outcome, not from the
+    detail text: misleading words count for nothing, events without an outcome neither."""
+    message_id = await add(database, status=Status.PENDING)
+    now = db.utcnow()
+    events = [
+        ("rate_limited", "attempt 1: whatever the words say"),
+        ("rate_limited", "attempt 2: x"),
+        ("no_answer", "attempt 3: y"),
+        ("provider_error", "attempt 4: rate limited by KIMISMS; retry at 12:00"),
+        ("account_unavailable", "attempt 5: z"),
+        ("rejected", "attempt 6: refused"),
+        ("accepted", "attempt 7: accepted by KIMISMS"),
+        (None, "attempt 0: gave up: rate limited by KIMISMS; retry at 12:00"),
+    ]
+    async with database.write() as session:
+        session.add_all(
+            models.MessageEvent(
+                message_id=message_id,
+                source="dispatcher",
+                outcome=outcome,
+                detail=detail,
+                created_at=now,
+            )
+            for outcome, detail in events
+        )
+    stats = (await http.get("/v1/stats", headers=keys["app"])).json()
+    assert stats["provider"] == {"rate_limited": 2, "errors": 3}

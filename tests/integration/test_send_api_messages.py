@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from tests.conftest import SettingsFactory
 from tests.factories import add_message, fetch_message
@@ -24,7 +25,7 @@ from tests.integration.send_support import (
     parse_time,
     send,
 )
-from tracker import db, messages, outbox, schemas
+from tracker import db, messages, models, outbox, schemas, store
 from tracker.settings import Settings
 
 LEASE = dt.timedelta(seconds=60)
@@ -189,6 +190,23 @@ async def test_a_message_past_queued_cannot_be_cancelled(
     assert (await fetch_message(database, message_id)).status == status.value
 
 
+async def test_item_6_a_message_waiting_to_retry_a_send_cannot_be_cancelled(
+    client: httpx.AsyncClient, headers: Headers, database: db.Database
+) -> None:
+    """Item 6: queued again for a retry after a call KIMISMS may have taken (attempts 1):
+    cancel is 409 and the message stays queued; after only a 429 (attempts 0) it cancels."""
+    tried, held = [await add_message(database, status=messages.Status.QUEUED) for _ in range(2)]
+    async with database.write() as session:
+        await session.execute(
+            update(models.Message).where(models.Message.id == tried).values(attempts=1)
+        )
+    refused = await client.post(f"/v1/messages/{tried}/cancel", headers=headers)
+    assert (refused.status_code, refused.json()) == (409, {"detail": store.RETRY_NOT_CANCELLABLE})
+    assert (await fetch_message(database, tried)).status == messages.Status.QUEUED
+    allowed = await client.post(f"/v1/messages/{held}/cancel", headers=headers)
+    assert allowed.status_code == 200
+
+
 async def test_another_clients_message_cannot_be_cancelled(
     client: httpx.AsyncClient, headers: Headers, make_key: Callable[..., Any], database: db.Database
 ) -> None:
@@ -217,10 +235,10 @@ async def test_an_accepted_message_is_due_for_the_dispatcher(
     message_id = await queued_id(client, headers)
     async with database.write() as session:
         claimed = await outbox.claim_due(
-            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=5
+            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW
         )
-    assert [str(c.id) for c in claimed] == [message_id]
-    assert claimed[0].contact == "254712345678"
+    assert claimed is not None
+    assert (str(claimed.id), claimed.contact) == (message_id, "254712345678")
 
 
 async def test_concurrent_claims_never_take_the_same_message(database: db.Database) -> None:
@@ -229,12 +247,16 @@ async def test_concurrent_claims_never_take_the_same_message(database: db.Databa
     ids = {await add_message(database, status=messages.Status.QUEUED) for _ in range(12)}
 
     async def claim() -> set[uuid.UUID]:
-        async with database.write() as session:
-            claimed = await outbox.claim_due(
-                session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=8
-            )
-            await asyncio.sleep(0.05)  # hold the row locks while the other claims
-        return {c.id for c in claimed}
+        taken: set[uuid.UUID] = set()
+        for _ in range(8):
+            async with database.write() as session:
+                claimed = await outbox.claim_due(
+                    session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW
+                )
+                await asyncio.sleep(0.01)  # hold the row lock while the other claims
+            if claimed is not None:
+                taken.add(claimed.id)
+        return taken
 
     first, second = await asyncio.gather(claim(), claim())
     assert not first & second
@@ -250,9 +272,10 @@ async def test_high_priority_is_claimed_before_earlier_normal_and_low(
     urgent = await queued_id(client, headers, priority="high")
     async with database.write() as session:
         claimed = await outbox.claim_due(
-            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=1
+            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW
         )
-    assert [str(c.id) for c in claimed] == [urgent]
+    assert claimed is not None
+    assert str(claimed.id) == urgent
 
 
 async def test_a_scheduled_message_is_not_due_before_send_at(
@@ -262,18 +285,13 @@ async def test_a_scheduled_message_is_not_due_before_send_at(
     send_at = later(3600)
     message_id = await queued_id(client, headers, send_at=iso(send_at))
     async with database.write() as session:
-        early = await outbox.claim_due(
-            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW, limit=5
-        )
+        early = await outbox.claim_due(session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW)
         on_time = await outbox.claim_due(
-            session,
-            now=send_at + dt.timedelta(seconds=1),
-            lease=LEASE,
-            give_up_after=WINDOW,
-            limit=5,
+            session, now=send_at + dt.timedelta(seconds=1), lease=LEASE, give_up_after=WINDOW
         )
-    assert early == []
-    assert [str(c.id) for c in on_time] == [message_id]
+    assert early is None
+    assert on_time is not None
+    assert str(on_time.id) == message_id
 
 
 async def test_a_cancelled_message_is_never_claimed(
@@ -283,7 +301,5 @@ async def test_a_cancelled_message_is_never_claimed(
     message_id = await queued_id(client, headers)
     await client.post(f"/v1/messages/{message_id}/cancel", headers=headers)
     async with database.write() as session:
-        claimed = await outbox.claim_due(
-            session, now=later(60), lease=LEASE, give_up_after=WINDOW, limit=5
-        )
-    assert claimed == []
+        claimed = await outbox.claim_due(session, now=later(60), lease=LEASE, give_up_after=WINDOW)
+    assert claimed is None

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -73,3 +74,79 @@ def test_settings_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path: Pa
     """With no TRACKER_DATABASE_URL the embedded SQLite file lives in TRACKER_DATA_DIR."""
     settings = Settings.load(data_dir=tmp_path)
     assert settings.async_database_url == f"sqlite+aiosqlite:///{tmp_path / 'tracker.db'}"
+
+
+OLD_EVENTS = {  # detail the dispatcher wrote before 0002 -> the outcome backfilled
+    "attempt 1: rate limited by KIMISMS; retry at 2026-11-30T10:00:00+00:00": "rate_limited",
+    "attempt 1: KIMISMS server error 503; retry at 2026-11-30T10:00:00+00:00": "provider_error",
+    "attempt 2: KIMISMS timed out (ReadTimeout); retry at 2026-11-30T10:00:00+00:00": "no_answer",
+    "attempt 3: gave up: cannot reach KIMISMS (ConnectError) (after 3 attempts)": "no_answer",
+    "attempt 1: refused by KIMISMS: sender_name: Sender ID not found": "rejected",
+    "attempt 1: accepted by KIMISMS": "accepted",
+    "attempt 1: KIMISMS answered 403; retry at 2026-11-30T10:00:00+00:00": "account_unavailable",
+    "attempt 0: gave up: retries stopped: the validity ran out": None,
+}
+
+
+def test_item_15_upgrade_backfills_outcomes_and_requeues_retry_waits(
+    empty_database_url: str,
+) -> None:
+    """Item 15 (and 6): 0002 fills message_events.outcome from the old detail text, and a
+    message left sending only to wait for a retry (no lease) becomes queued."""
+    migrate.upgrade(empty_database_url, "0001")
+    waiting, leased = uuid.uuid4(), uuid.uuid4()
+
+    async def seed() -> None:
+        database = db.Database(empty_database_url)
+        try:
+            async with database.engine.begin() as connection:
+                for message_id, lease in ((waiting, None), (leased, db.utcnow())):
+                    await connection.execute(
+                        sa.insert(models.Message).values(
+                            id=message_id,
+                            client="app",
+                            sender_name="KIMISMS",
+                            contact="254712345678",
+                            segments=1,
+                            encoding="gsm7",
+                            priority=1,
+                            status="sending",
+                            rank=1,
+                            attempts=1,
+                            lease_until=lease,
+                            created_at=db.utcnow(),
+                            updated_at=db.utcnow(),
+                        )
+                    )
+                for detail in OLD_EVENTS:
+                    await connection.execute(
+                        sa.text(
+                            "INSERT INTO message_events (message_id, source, detail, created_at)"
+                            " VALUES (:m, 'dispatcher', :d, :t)"
+                        ).bindparams(
+                            sa.bindparam("m", type_=sa.Uuid()),
+                            sa.bindparam("t", type_=db.UTCDateTime()),
+                        ),
+                        {"m": waiting, "d": detail, "t": db.utcnow()},
+                    )
+        finally:
+            await database.dispose()
+
+    async def read() -> tuple[dict[str | None, str | None], list[str]]:
+        database = db.Database(empty_database_url)
+        try:
+            async with database.read() as session:
+                e, m = models.MessageEvent, models.Message
+                outcomes = dict((await session.execute(sa.select(e.detail, e.outcome))).all())
+                statuses = await session.scalars(
+                    sa.select(m.status).where(m.id.in_([waiting, leased])).order_by(m.lease_until)
+                )
+                return outcomes, list(statuses)
+        finally:
+            await database.dispose()
+
+    asyncio.run(seed())
+    migrate.upgrade(empty_database_url)
+    outcomes, statuses = asyncio.run(read())
+    assert outcomes == OLD_EVENTS
+    assert sorted(statuses) == ["queued", "sending"]
