@@ -165,7 +165,7 @@ async def _run_worker(settings: Settings) -> None:
     from tracker import dispatcher
     from tracker.app import provider_client
 
-    database = db.Database(settings.async_database_url)
+    database = db.Database(settings.async_database_url, settings.database_timeout_seconds)
     try:
         async with provider_client(settings) as http:
             sender = dispatcher.create(settings, database, http)
