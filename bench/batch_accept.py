@@ -44,8 +44,9 @@ import aiosqlite
 import asyncpg
 import httpx
 
-from tracker import auth, db, intake, logs, migrate, schemas
+from tracker import auth, db, logs, migrate
 from tracker.app import create_app, freeze_startup_objects
+from tracker.sending import intake, schemas
 from tracker.settings import Settings
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -38,7 +38,9 @@ from sqlalchemy import func, select
 
 from bench import loadgen
 from bench.scratch import DEFAULT_POSTGRES_URL, plain_url, scratch_database, seed_pending
-from tracker import capability, db, messages, models
+from tracker import db, models
+from tracker.domain import status
+from tracker.reports import capability
 from tracker.settings import parse_callback_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +113,7 @@ async def applied_count(url: str) -> int:
     try:
         async with database.read() as session:
             value = await session.scalar(
-                select(func.count()).where(models.Message.status == messages.Status.DELIVERED)
+                select(func.count()).where(models.Message.status == status.Status.DELIVERED)
             )
             return int(value or 0)
     finally:

@@ -11,14 +11,15 @@ never run it in front of KIMISMS, it keeps nothing.
 
 from __future__ import annotations
 
-from tracker import callbacks, cli, reports
+from tracker import cli
+from tracker.reports import ingest, plan
 
 
-async def _answer_at_once(_ingester: callbacks.Ingester, _receipt: reports.Receipt) -> str:
-    return reports.Outcome.APPLIED
+async def _answer_at_once(_ingester: ingest.Ingester, _receipt: plan.Receipt) -> str:
+    return plan.Outcome.APPLIED
 
 
-callbacks.Ingester.submit = _answer_at_once  # type: ignore[assignment,method-assign]
+ingest.Ingester.submit = _answer_at_once  # type: ignore[assignment,method-assign]
 
 if __name__ == "__main__":
     cli.main()

@@ -38,7 +38,8 @@ from sqlalchemy import func, insert, select, update
 from bench import loadgen
 from bench.callback_ingest import SECRET, free_port, requests_for
 from bench.scratch import DEFAULT_POSTGRES_URL, plain_url, scratch_database, seed_pending
-from tracker import db, messages, models
+from tracker import db, models
+from tracker.domain import status
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
@@ -91,8 +92,8 @@ async def seed_expiring(url: str, count: int, expires_at: dt.datetime) -> None:
                     "segments": 1,
                     "encoding": "gsm7",
                     "priority": 1,
-                    "status": messages.Status.QUEUED.value,
-                    "rank": messages.RANK[messages.Status.QUEUED],
+                    "status": status.Status.QUEUED.value,
+                    "rank": status.RANK[status.Status.QUEUED],
                     "attempts": 0,
                     "next_attempt_at": later,
                     "send_at": later,
@@ -118,7 +119,7 @@ async def watch_sweep(url: str, count: int, give_up_at: float) -> tuple[float | 
                 row = (
                     await session.execute(
                         select(func.count(), func.max(m.final_at)).where(
-                            m.status == messages.Status.EXPIRED.value
+                            m.status == status.Status.EXPIRED.value
                         )
                     )
                 ).one()
@@ -162,7 +163,7 @@ async def make_expire(url: str, at: dt.datetime) -> None:
     m = models.Message
     try:
         async with database.write() as session:
-            queued = m.status == messages.Status.QUEUED.value
+            queued = m.status == status.Status.QUEUED.value
             await session.execute(update(m).where(queued).values(expires_at=at))
     finally:
         await database.dispose()

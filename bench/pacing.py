@@ -24,8 +24,9 @@ import httpx
 
 from bench.scratch import scratch_database
 from tests.acceptance.test_chaos import queue_messages
-from tracker import db, dispatcher, logs
+from tracker import db, logs
 from tracker.app import provider_client
+from tracker.dispatch import dispatcher
 from tracker.sandbox import SandboxConfig, running_sandbox
 from tracker.settings import Settings
 

@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy import insert
 
-from tracker import db, messages, migrate, models
+from tracker import db, migrate, models
+from tracker.domain import status
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -61,8 +62,8 @@ async def seed_pending(url: str, count: int, chunk: int = 5000) -> list[uuid.UUI
                     "segments": 1,
                     "encoding": "gsm7",
                     "priority": 1,
-                    "status": messages.Status.PENDING.value,
-                    "rank": messages.RANK[messages.Status.PENDING],
+                    "status": status.Status.PENDING.value,
+                    "rank": status.RANK[status.Status.PENDING],
                     "provider_message_id": f"p-{n}",
                     "attempts": 1,
                     "created_at": now,

@@ -6,13 +6,19 @@ import uuid
 
 from sqlalchemy import func, select
 
-from tracker import db, messages, models
+from tracker import db, models
+from tracker.domain import segments, status
+
+# Module-level names: the factories take a ``status`` keyword, which shadows the module.
+Status = status.Status
+RANK = status.RANK
+NORMAL_PRIORITY = status.PRIORITY_ORDER[status.Priority.NORMAL]
 
 
 async def add_message(
     database: db.Database,
     *,
-    status: messages.Status = messages.Status.PENDING,
+    status: Status = Status.PENDING,
     contact: str = "254712345678",
     provider_message_id: str | None = None,
     client: str = "app",
@@ -26,10 +32,10 @@ async def add_message(
         network="Safaricom",
         body="Your code is 123456",
         segments=1,
-        encoding=messages.Encoding.GSM7.value,
-        priority=messages.PRIORITY_ORDER[messages.Priority.NORMAL],
+        encoding=segments.Encoding.GSM7.value,
+        priority=NORMAL_PRIORITY,
         status=status.value,
-        rank=messages.RANK[status],
+        rank=RANK[status],
         provider_message_id=provider_message_id,
         next_attempt_at=db.utcnow(),
     )

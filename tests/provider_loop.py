@@ -18,15 +18,17 @@ import httpx
 from tests.conftest import SettingsFactory
 from tests.factories import fetch_message
 from tests.processes import free_port
-from tracker import db, dispatcher, messages, models
+from tracker import db, models
 from tracker.app import create_app, provider_client
+from tracker.dispatch import dispatcher
+from tracker.domain import status
 from tracker.sandbox import SandboxConfig
 from tracker.sandbox.server import running_app, running_sandbox
 from tracker.settings import Settings
 
 CLIENT_ID: Final = "tracker-test"
 CLIENT_SECRET: Final = "tracker-test-secret"
-FINAL: Final = frozenset(s.value for s in messages.FINAL)
+FINAL: Final = frozenset(s.value for s in status.FINAL)
 
 
 def sandbox_config(**overrides: Any) -> SandboxConfig:
@@ -117,4 +119,4 @@ def sends_per_key(sandbox_url: str) -> dict[str, int]:
 
 def settled(row: models.Message) -> bool:
     """Accepted or final: nothing more will be sent."""
-    return row.status == messages.Status.PENDING.value or row.status in FINAL
+    return row.status == status.Status.PENDING.value or row.status in FINAL

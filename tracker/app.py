@@ -16,11 +16,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tracker import api, auth, callbacks, db, dispatcher, health, ops, receiver, web
+from tracker import auth, db, health, web
+from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
+from tracker.ops import routes
+from tracker.reports import endpoint, ingest
+from tracker.reports.spool import Spool
+from tracker.sending import api
 from tracker.services import Services, services_of
 from tracker.settings import Settings
-from tracker.spool import Spool
 
 
 def provider_client(
@@ -64,10 +68,10 @@ class TrackerApp(Starlette):
     """Starlette, with callback POSTs taken before the middleware stack: the one
     route under outside load answers at several times the rate (see ``receiver``)."""
 
-    _callbacks = receiver.CallbackEndpoint()
+    _callbacks = endpoint.CallbackEndpoint()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if receiver.handles(scope):
+        if endpoint.handles(scope):
             scope["app"] = self
             await self._callbacks(scope, receive, send)
         else:
@@ -86,7 +90,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = db.Database(settings.async_database_url, settings.database_timeout_seconds)
-        ingester = callbacks.Ingester(
+        ingester = ingest.Ingester(
             database,
             Spool(settings.spool_path),
             settings.callback_db_deadline_seconds,
@@ -100,7 +104,7 @@ def create_app(
             sender = dispatcher.create(settings, database, http) if run_dispatcher else None
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
             gauges_task = asyncio.create_task(
-                ops.GaugeRefresher(database, settings).run(), name="metrics-gauges"
+                routes.GaugeRefresher(database, settings).run(), name="metrics-gauges"
             )
 
             async def stop_dispatcher() -> None:
@@ -119,15 +123,15 @@ def create_app(
                 await ingester.stop()
                 await database.dispose()
 
-    routes = [
+    every_route = [
         *health.routes,
-        *receiver.routes,
-        *ops.routes,
+        *endpoint.routes,
+        *routes.routes,
         *api.routes,
         Route("/v1/whoami", whoami),
     ]
     return TrackerApp(
-        routes=routes,
+        routes=every_route,
         middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers=web.EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -16,7 +16,8 @@ from rich.table import Table
 from sqlalchemy import exc as sa_exc
 
 import tracker
-from tracker import auth, db, errors, logs, migrate, opscli
+from tracker import auth, db, errors, logs, migrate
+from tracker.client import commands
 from tracker.settings import Settings, is_loopback_host
 
 T = TypeVar("T")
@@ -162,8 +163,8 @@ def worker() -> None:
 
 
 async def _run_worker(settings: Settings) -> None:
-    from tracker import dispatcher
     from tracker.app import provider_client
+    from tracker.dispatch import dispatcher
 
     database = db.Database(settings.async_database_url, settings.database_timeout_seconds)
     try:
@@ -180,13 +181,13 @@ async def _run_worker(settings: Settings) -> None:
 @callbacks_cli.command("replay")
 def callbacks_replay() -> None:
     """Apply spooled callbacks (kept while the database was unreachable)."""
-    from tracker import callbacks
-    from tracker.spool import Spool
+    from tracker.reports import ingest
+    from tracker.reports.spool import Spool
 
     settings = load_settings()
     spool = Spool(settings.spool_path)
     cap = settings.callback_reports_per_message
-    count = run(_with_database(settings, lambda d: callbacks.replay(d, spool, cap=cap)))
+    count = run(_with_database(settings, lambda d: ingest.replay(d, spool, cap=cap)))
     typer.echo(f"replayed {count} callbacks from {settings.spool_path}")
 
 
@@ -255,7 +256,7 @@ def _register_sandbox() -> None:
 
 
 _register_sandbox()
-opscli.register(cli)  # send, messages, stats, watch: over the HTTP API
+commands.register(cli)  # send, messages, stats, watch: over the HTTP API
 
 
 def main() -> None:

@@ -22,14 +22,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from tracker import auth, db, messages, migrate
+from tracker import auth, db, migrate
 from tracker.app import create_app
+from tracker.domain import status
 from tracker.sandbox import SandboxConfig, running_sandbox
 from tracker.sandbox.server import running_app
 from tracker.settings import Settings
 
 FAILING_NUMBER = "254700000510"  # the sandbox reports "Failed" for it
-FINAL = {status.value for status in messages.FINAL}
+FINAL = {status.value for status in status.FINAL}
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
 DEMO_SENDER = "KIMISMS"  # the one sender both sides know, whatever the shell sets
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+# A caller's value quoted in an error is cut to this many characters.
+MAX_ECHOED_CHARS = 32
+
 
 class TrackerError(Exception):
     """Base of every error the tracker raises on purpose."""
@@ -79,3 +82,15 @@ class ProviderError(TrackerError):
 
 class IdempotencyKeyTaken(Conflict):
     """Another request stored this caller's Idempotency-Key first (a unique violation)."""
+
+
+def echo(raw: str) -> str:
+    """Quote a caller's input in an error, cut short so a huge body stays small."""
+    if len(raw) > MAX_ECHOED_CHARS:
+        return repr(raw[:MAX_ECHOED_CHARS] + "...")
+    return repr(raw)
+
+
+def refuse_json_constant(name: str) -> None:
+    """For ``json.loads(parse_constant=...)``: JSON (RFC 8259) has no NaN or Infinity."""
+    raise ValueError(f"{name} is not a JSON value")

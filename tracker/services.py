@@ -16,7 +16,7 @@ from tracker import db
 from tracker.settings import Settings
 
 if TYPE_CHECKING:
-    from tracker.callbacks import Ingester
+    from tracker.reports.ingest import Ingester
 
 
 @dataclass

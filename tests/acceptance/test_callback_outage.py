@@ -12,10 +12,12 @@ from sqlalchemy import func, select
 
 from tests.conftest import _admin, running
 from tests.factories import add_message
-from tracker import callbacks, capability, db, messages, models
+from tracker import db, models
 from tracker.app import create_app
+from tracker.domain import status
+from tracker.reports import capability, ingest
+from tracker.reports.spool import Spool
 from tracker.settings import Settings
-from tracker.spool import Spool
 
 CALLBACKS = 1000
 CONCURRENCY = 256
@@ -77,9 +79,9 @@ async def test_callbacks_during_an_outage_are_acknowledged_and_applied_once(
 
     spool = Spool(settings.spool_path)
     assert spool.backlog() == CALLBACKS
-    assert await callbacks.replay(database, spool) == CALLBACKS
-    assert await callbacks.replay(database, spool) == 0
-    delivered = models.Message.status == messages.Status.DELIVERED
+    assert await ingest.replay(database, spool) == CALLBACKS
+    assert await ingest.replay(database, spool) == 0
+    delivered = models.Message.status == status.Status.DELIVERED
     assert await _count(database, delivered) == CALLBACKS
     assert await _count(database, models.CallbackReceipt.id.is_not(None)) == CALLBACKS
     assert await _count(database, models.MessageEvent.source == "callback") == CALLBACKS

@@ -13,8 +13,9 @@ from sqlalchemy import func, insert, select
 from tests.conftest import SettingsFactory
 from tests.processes import free_port
 from tests.provider_loop import CLIENT_ID, CLIENT_SECRET, dispatching
-from tracker import db, messages, models
+from tracker import db, models
 from tracker.app import create_app
+from tracker.domain import status
 from tracker.sandbox import SandboxConfig
 from tracker.sandbox.server import running_app, running_sandbox
 
@@ -50,7 +51,7 @@ async def queue_messages(database: db.Database, count: int) -> None:
             "segments": 1,
             "encoding": "gsm7",
             "priority": 1,
-            "status": messages.Status.QUEUED.value,
+            "status": status.Status.QUEUED.value,
             "rank": 0,
             "attempts": 0,
             "next_attempt_at": now,
@@ -102,7 +103,7 @@ async def test_every_message_is_sent_exactly_once_through_faults(
                 deadline = time.monotonic() + 180
                 while time.monotonic() < deadline:
                     counts = await status_counts(database)
-                    if sum(counts.get(s.value, 0) for s in messages.FINAL) == MESSAGES:
+                    if sum(counts.get(s.value, 0) for s in status.FINAL) == MESSAGES:
                         break
                     await asyncio.sleep(0.5)
             await asyncio.sleep(0.5)  # the last duplicate/stale reports land

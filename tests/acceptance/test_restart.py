@@ -21,7 +21,9 @@ from sqlalchemy import func, select
 from tests.conftest import SettingsFactory
 from tests.factories import add_message, fetch_message
 from tests.processes import free_port, started, stop
-from tracker import capability, db, messages, models
+from tracker import db, models
+from tracker.domain import status
+from tracker.reports import capability
 from tracker.sandbox import SandboxConfig
 from tracker.sandbox.server import running_sandbox
 
@@ -68,7 +70,7 @@ def one_connection_per_request() -> httpx.Client:
 async def count_delivered(database: db.Database, ids: list[uuid.UUID]) -> int:
     async with database.read() as session:
         query = select(func.count()).where(
-            models.Message.id.in_(ids), models.Message.status == messages.Status.DELIVERED.value
+            models.Message.id.in_(ids), models.Message.status == status.Status.DELIVERED.value
         )
         return int(await session.scalar(query) or 0)
 
@@ -143,7 +145,7 @@ async def test_item_7_sigterm_finishes_the_send_in_flight_while_callbacks_are_an
     make_settings: SettingsFactory, database_url: str, database: db.Database, tmp_path: Path
 ) -> None:
     """SIGTERM during a slow send: a callback is still answered, the send is recorded, exit 0."""
-    hanging = await add_message(database, status=messages.Status.QUEUED, contact=HANG_NUMBER)
+    hanging = await add_message(database, status=status.Status.QUEUED, contact=HANG_NUMBER)
     reported = await add_message(database, provider_message_id="prov-drain")
     config = SandboxConfig(
         client_id="drain",
@@ -177,7 +179,7 @@ async def test_item_7_sigterm_finishes_the_send_in_flight_while_callbacks_are_an
     assert outcome == "200"
     assert code == 0, server.output()[-2000:]
     row = await fetch_message(database, hanging)
-    assert row.status == messages.Status.PENDING.value
+    assert row.status == status.Status.PENDING.value
     assert row.accepted_at is not None
-    assert (await fetch_message(database, reported)).status == messages.Status.DELIVERED.value
+    assert (await fetch_message(database, reported)).status == status.Status.DELIVERED.value
     assert '"dispatcher_stopped"' in server.output()

@@ -17,8 +17,9 @@ import pytest
 from tests.conftest import SettingsFactory
 from tests.factories import add_message, fetch_message
 from tests.processes import Running, free_port, started, stop
-from tracker import db, messages
+from tracker import db
 from tracker.app import create_app
+from tracker.domain import status
 from tracker.sandbox import SandboxConfig
 from tracker.sandbox.server import running_app, running_sandbox
 
@@ -105,17 +106,17 @@ async def test_a_worker_killed_mid_send_is_recovered_without_a_second_send(
 ) -> None:
     """SIGKILL while the provider holds the answer; after restart the lease expires, the
     retry reuses the Idempotency-Key, and the sandbox has exactly one send."""
-    message_id = await add_message(database, status=messages.Status.QUEUED, contact=HANG_NUMBER)
+    message_id = await add_message(database, status=status.Status.QUEUED, contact=HANG_NUMBER)
     with provider_and_receiver(make_settings, database_url, tmp_path) as (env, sandbox_url):
         with started("worker", env=env) as first:
             assert await wait_until(lambda: sends_for(sandbox_url, message_id) == 1)
             stop(first.process, signal.SIGKILL)
-        assert (await fetch_message(database, message_id)).status == messages.Status.SENDING
+        assert (await fetch_message(database, message_id)).status == status.Status.SENDING
         with started("worker", env=env):
             assert await wait_until(lambda: calls_for(sandbox_url, message_id) >= 2, within=40)
             assert await wait_until(lambda: accepted(database_url, message_id), within=30)
         row = await fetch_message(database, message_id)
-        assert row.status in {messages.Status.PENDING, messages.Status.DELIVERED}
+        assert row.status in {status.Status.PENDING, status.Status.DELIVERED}
         assert row.attempts == 2
         assert sends_for(sandbox_url, message_id) == 1
 
@@ -124,7 +125,7 @@ async def test_sigterm_lets_the_in_flight_send_finish_and_exits_cleanly(
     make_settings: SettingsFactory, database_url: str, database: db.Database, tmp_path: Path
 ) -> None:
     """SIGTERM: stop claiming, finish and record the in-flight send, exit 0."""
-    message_id = await add_message(database, status=messages.Status.QUEUED, contact=HANG_NUMBER)
+    message_id = await add_message(database, status=status.Status.QUEUED, contact=HANG_NUMBER)
     with provider_and_receiver(make_settings, database_url, tmp_path) as (env, sandbox_url):
         with started("worker", env=env) as worker:
             assert await wait_until(lambda: sends_for(sandbox_url, message_id) == 1)
@@ -153,10 +154,10 @@ async def test_only_one_of_two_workers_sends_and_the_other_takes_over(
         assert await wait_until(lambda: leading(first) != leading(second))
         leader, standby = (first, second) if leading(first) else (second, first)
         assert await wait_until(lambda: '"dispatcher_standby"' in standby.output())
-        before = await add_message(database, status=messages.Status.QUEUED)
+        before = await add_message(database, status=status.Status.QUEUED)
         assert await wait_until(lambda: sends_for(sandbox_url, before) == 1)
         assert not leading(standby)
         stop(leader.process, signal.SIGKILL)
         assert await wait_until(lambda: leading(standby), within=15)
-        after = await add_message(database, status=messages.Status.QUEUED)
+        after = await add_message(database, status=status.Status.QUEUED)
         assert await wait_until(lambda: sends_for(sandbox_url, after) == 1)

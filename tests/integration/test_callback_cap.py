@@ -15,10 +15,12 @@ import pytest
 from tests.conftest import SettingsFactory, running
 from tests.factories import add_message, count_rows, fetch_message
 from tests.integration.test_callbacks import PROVIDER_ID, post, report
-from tracker import callbacks, db, messages, metrics, models, receipt_store, reports
+from tracker import db, metrics, models
 from tracker.app import create_app
+from tracker.domain import status
 from tracker.errors import ConfigurationError
-from tracker.spool import Spool
+from tracker.reports import ingest, plan, statements
+from tracker.reports.spool import Spool
 
 CAP = 3
 
@@ -51,7 +53,7 @@ async def test_item_12_reports_past_the_cap_are_answered_ignored_and_not_stored(
     assert stale.json()["outcome"] == "ignored"
     assert dropped() - before == 4
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.DELIVERED
+    assert message.status == status.Status.DELIVERED
     assert message.provider_status == "Delivered"
     assert await count_rows(database, models.CallbackReceipt, message_id) == CAP + 1
     assert await count_rows(database, models.MessageEvent, message_id) == CAP + 1
@@ -65,22 +67,20 @@ async def test_item_12_a_batch_stops_storing_at_the_cap_but_keeps_the_final_repo
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     other = await add_message(database, provider_message_id="p-other")
     bodies = [json.dumps(report("Buffered", description=f"try {n}")) for n in range(6)]
-    batch = [reports.Receipt(message_id, b, None, db.utcnow()) for b in bodies]
-    batch.append(reports.Receipt(message_id, json.dumps(report()), None, db.utcnow()))
-    batch.append(
-        reports.Receipt(other, json.dumps(report(message_id="p-other")), None, db.utcnow())
-    )
+    batch = [plan.Receipt(message_id, b, None, db.utcnow()) for b in bodies]
+    batch.append(plan.Receipt(message_id, json.dumps(report()), None, db.utcnow()))
+    batch.append(plan.Receipt(other, json.dumps(report(message_id="p-other")), None, db.utcnow()))
     async with database.write() as session:
-        outcomes = await receipt_store.apply_receipts(session, batch, cap=CAP)
+        outcomes = await statements.apply_receipts(session, batch, cap=CAP)
     interim, ignored, applied = (
-        reports.Outcome.INTERIM,
-        reports.Outcome.IGNORED,
-        reports.Outcome.APPLIED,
+        plan.Outcome.INTERIM,
+        plan.Outcome.IGNORED,
+        plan.Outcome.APPLIED,
     )
     assert outcomes == [interim] * CAP + [ignored] * 3 + [applied, applied]
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
     assert await count_rows(database, models.CallbackReceipt, message_id) == CAP + 1
-    assert (await fetch_message(database, other)).status == messages.Status.DELIVERED
+    assert (await fetch_message(database, other)).status == status.Status.DELIVERED
 
 
 async def test_item_12_the_replay_honours_the_cap(database: db.Database, tmp_path: Path) -> None:
@@ -89,11 +89,11 @@ async def test_item_12_the_replay_honours_the_cap(database: db.Database, tmp_pat
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     spool = Spool(tmp_path / "spool.jsonl")
     bodies = [report("Sent", description=f"hop {n}") for n in range(10)] + [report()]
-    spool.append([reports.Receipt(message_id, json.dumps(b), None, db.utcnow()) for b in bodies])
+    spool.append([plan.Receipt(message_id, json.dumps(b), None, db.utcnow()) for b in bodies])
     before = dropped()
-    assert await callbacks.replay(database, spool, batch_size=4, cap=CAP) == 11
+    assert await ingest.replay(database, spool, batch_size=4, cap=CAP) == 11
     assert dropped() - before == 10 - CAP
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
     assert await count_rows(database, models.CallbackReceipt, message_id) == CAP + 1
 
 
@@ -102,7 +102,7 @@ def test_item_12_a_bad_cap_names_its_variable(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     """Item 12: the cap is validated at start like every setting, default 50."""
-    assert make_settings().callback_reports_per_message == reports.REPORTS_PER_MESSAGE == 50
+    assert make_settings().callback_reports_per_message == plan.REPORTS_PER_MESSAGE == 50
     monkeypatch.setenv("TRACKER_CALLBACK_REPORTS_PER_MESSAGE", value)
     with pytest.raises(ConfigurationError, match="TRACKER_CALLBACK_REPORTS_PER_MESSAGE"):
         make_settings()

@@ -21,16 +21,18 @@ from structlog.testing import capture_logs
 from tests.conftest import running
 from tests.factories import add_message, fetch_message
 from tests.integration.test_callbacks import post, report
-from tracker import callbacks, db, messages, models, receipt_store, reports
+from tracker import db, models
 from tracker.app import create_app
+from tracker.domain import status
+from tracker.reports import ingest, plan, statements
+from tracker.reports.spool import Spool
 from tracker.settings import Settings
-from tracker.spool import Spool
 
 DEADLINE = 1.0
 
 
-def receipt(message_id: uuid.UUID, body: dict[str, str]) -> reports.Receipt:
-    return reports.Receipt(message_id, json.dumps(body), "127.0.0.1", db.utcnow())
+def receipt(message_id: uuid.UUID, body: dict[str, str]) -> plan.Receipt:
+    return plan.Receipt(message_id, json.dumps(body), "127.0.0.1", db.utcnow())
 
 
 async def receipts_of(database: db.Database, message_id: uuid.UUID) -> list[str]:
@@ -58,7 +60,7 @@ async def test_item_4_a_report_claiming_another_messages_provider_id_is_a_record
 ) -> None:
     """Item 4: the provider id of another message is a mismatch (409, recorded), not an outage."""
     holder = await add_message(database, provider_message_id="p-held")
-    claimant = await add_message(database, status=messages.Status.SENDING)
+    claimant = await add_message(database, status=status.Status.SENDING)
     app = create_app(settings)
     with capture_logs() as captured:
         async with running(app) as http:
@@ -72,7 +74,7 @@ async def test_item_4_a_report_claiming_another_messages_provider_id_is_a_record
     assert "callback_db_unavailable" not in [e["event"] for e in captured]
     assert Spool(settings.spool_path).backlog() == 0
     message = await fetch_message(database, claimant)
-    assert (message.status, message.provider_message_id) == (messages.Status.SENDING, None)
+    assert (message.status, message.provider_message_id) == (status.Status.SENDING, None)
     assert await receipts_of(database, claimant) == ["mismatch"]
     assert await event_details(database, claimant) == [
         "refused: provider message id belongs to another message"
@@ -85,24 +87,24 @@ async def test_item_4_two_reports_claiming_one_provider_id_in_a_batch_and_across
     """Item 4: the first message to claim an id keeps it; later claims, in the same batch
     or the next one, are mismatches."""
     first, second, third = [
-        await add_message(database, status=messages.Status.SENDING) for _ in range(3)
+        await add_message(database, status=status.Status.SENDING) for _ in range(3)
     ]
     claim = report(message_id="p-x")
     async with database.write() as session:
-        outcomes = await receipt_store.apply_receipts(
+        outcomes = await statements.apply_receipts(
             session,
             [receipt(first, report("Sent", message_id="p-x")), receipt(second, claim)],
         )
-    assert outcomes == [reports.Outcome.INTERIM, reports.Outcome.MISMATCH]
+    assert outcomes == [plan.Outcome.INTERIM, plan.Outcome.MISMATCH]
     async with database.write() as session:
-        outcomes = await receipt_store.apply_receipts(
+        outcomes = await statements.apply_receipts(
             session, [receipt(third, claim), receipt(first, claim)]
         )
-    assert outcomes == [reports.Outcome.MISMATCH, reports.Outcome.APPLIED]
+    assert outcomes == [plan.Outcome.MISMATCH, plan.Outcome.APPLIED]
     assert (await fetch_message(database, first)).provider_message_id == "p-x"
     for other in (second, third):
         message = await fetch_message(database, other)
-        assert (message.status, message.provider_message_id) == (messages.Status.SENDING, None)
+        assert (message.status, message.provider_message_id) == (status.Status.SENDING, None)
         assert await receipts_of(database, other) == ["mismatch"]
 
 
@@ -112,7 +114,7 @@ async def test_item_4_a_batch_mixing_good_reports_with_a_cross_message_provider_
     """Item 4: concurrent callbacks, one claiming another's provider id: the good ones
     are applied (200), the bad one is 409, nothing is spooled, the breaker stays shut."""
     ids = [await add_message(database, provider_message_id=f"p-{n}") for n in range(20)]
-    bad = await add_message(database, status=messages.Status.SENDING)
+    bad = await add_message(database, status=status.Status.SENDING)
     bodies = [(i, report(message_id=f"p-{n}")) for n, i in enumerate(ids)]
     bodies.insert(7, (bad, report(message_id="p-3")))
     app = create_app(settings)
@@ -153,7 +155,7 @@ async def test_item_4_a_constraint_failing_one_report_splits_the_group_commit(
     bodies = [receipt(i, report(message_id=f"p-{n}")) for n, i in enumerate(ids)]
     bodies[position] = receipt(ids[position], report("Poison", message_id=f"p-{position}"))
     spool = Spool(tmp_path / "spool.jsonl")
-    ingester = callbacks.Ingester(database, spool, deadline_seconds=DEADLINE)
+    ingester = ingest.Ingester(database, spool, deadline_seconds=DEADLINE)
     await ingester.start(replay_interval=3600)
     try:
         unknown = await ingester.submit(receipt(first, report("Poison", message_id="p-first")))
@@ -162,9 +164,9 @@ async def test_item_4_a_constraint_failing_one_report_splits_the_group_commit(
         breaker = ingester._broken_until
     finally:
         await ingester.stop()
-    assert unknown == reports.Outcome.UNKNOWN_STATUS
-    expected = [reports.Outcome.APPLIED] * 12
-    expected[position] = reports.Outcome.MISMATCH
+    assert unknown == plan.Outcome.UNKNOWN_STATUS
+    expected = [plan.Outcome.APPLIED] * 12
+    expected[position] = plan.Outcome.MISMATCH
     assert outcomes == expected
     assert breaker == 0.0
     events = [e["event"] for e in captured]
@@ -174,7 +176,7 @@ async def test_item_4_a_constraint_failing_one_report_splits_the_group_commit(
     statuses = [(await fetch_message(database, i)).status for i in ids]
     assert statuses == ["pending" if n == position else "delivered" for n in range(12)]
     assert await receipts_of(database, ids[position]) == ["mismatch"]
-    assert await event_details(database, ids[position]) == [reports.REFUSED_BY_DATABASE]
+    assert await event_details(database, ids[position]) == [plan.REFUSED_BY_DATABASE]
 
 
 async def test_item_4_a_refused_report_resent_is_refused_again_without_a_second_record(
@@ -198,15 +200,15 @@ async def test_item_4_a_provider_id_taken_by_a_concurrent_transaction_is_refused
 ) -> None:
     """Item 4: the planner cannot see an uncommitted claim of the same provider id; the
     unique violation at commit splits the batch: the other report applies, this one is 409."""
-    claimant = await add_message(database, status=messages.Status.SENDING)
-    taker = await add_message(database, status=messages.Status.SENDING)
+    claimant = await add_message(database, status=status.Status.SENDING)
+    taker = await add_message(database, status=status.Status.SENDING)
     good = await add_message(database, provider_message_id="p-good")
     other = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     transaction = other.transaction()
     await transaction.start()
     await other.execute("UPDATE messages SET provider_message_id = 'p-x' WHERE id = $1", taker)
     spool = Spool(tmp_path / "spool.jsonl")
-    ingester = callbacks.Ingester(database, spool, deadline_seconds=5.0)
+    ingester = ingest.Ingester(database, spool, deadline_seconds=5.0)
     await ingester.start(replay_interval=3600)
     try:
         submitted = asyncio.gather(
@@ -220,7 +222,7 @@ async def test_item_4_a_provider_id_taken_by_a_concurrent_transaction_is_refused
     finally:
         await other.close()
         await ingester.stop()
-    assert list(outcomes) == [reports.Outcome.APPLIED, reports.Outcome.MISMATCH]
+    assert list(outcomes) == [plan.Outcome.APPLIED, plan.Outcome.MISMATCH]
     assert breaker == 0.0
     assert spool.backlog() == 0
     assert (await fetch_message(database, claimant)).provider_message_id is None

@@ -15,9 +15,11 @@ from structlog.testing import capture_logs
 
 from tests.factories import add_message, fetch_message
 from tests.integration.test_callbacks import PROVIDER_ID, post, report
-from tracker import callbacks, db, errors, messages, metrics, models, receipt_store, reports
+from tracker import db, errors, metrics, models
+from tracker.domain import status
+from tracker.reports import ingest, plan, statements
+from tracker.reports.spool import Spool
 from tracker.settings import Settings
-from tracker.spool import Spool
 
 # Each is a body the group commit used to fail on (PostgreSQL refuses NUL in
 # text; no UTF-8 text holds a lone surrogate; "[[[[..." overflows the parser).
@@ -45,9 +47,9 @@ async def statuses(database: db.Database, ids: list[uuid.UUID]) -> list[str]:
     return [(await fetch_message(database, i)).status for i in ids]
 
 
-def receipt_for(message_id: uuid.UUID, body: str | bytes) -> reports.Receipt:
+def receipt_for(message_id: uuid.UUID, body: str | bytes) -> plan.Receipt:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    return reports.Receipt(message_id, text, "127.0.0.1", db.utcnow())
+    return plan.Receipt(message_id, text, "127.0.0.1", db.utcnow())
 
 
 @pytest.mark.parametrize("name", list(POISON_BODIES))
@@ -81,10 +83,10 @@ async def test_poison_reports_in_a_group_commit_leave_the_others_applied(
         for n in range(6)
     ]
     async with database.write() as session:
-        outcomes = await receipt_store.apply_receipts(
+        outcomes = await statements.apply_receipts(
             session, [receipt_for(i, b) for i, b in zip(ids, bodies, strict=True)]
         )
-    assert outcomes == [reports.Outcome.APPLIED, reports.Outcome.MALFORMED] * 3
+    assert outcomes == [plan.Outcome.APPLIED, plan.Outcome.MALFORMED] * 3
     assert await statuses(database, ids) == ["delivered", "pending"] * 3
 
 
@@ -121,7 +123,7 @@ async def test_a_spool_written_before_the_fix_replays_its_nul_receipts_as_malfor
             receipt_for(ids[2], json.dumps(report(message_id="p-2"))),
         ]
     )
-    assert await callbacks.replay(database, spool) == 4
+    assert await ingest.replay(database, spool) == 4
     assert spool.backlog() == 0
     assert spool.quarantined() == 0
     assert await statuses(database, ids) == ["delivered", "pending", "delivered"]
@@ -151,7 +153,7 @@ async def test_a_poison_spooled_receipt_is_quarantined_and_the_others_replay(
     spool.path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     counted = metrics.CALLBACKS.labels(outcome="quarantined")._value.get()
     with capture_logs() as captured:
-        assert await callbacks.replay(database, spool, batch_size=3) == 5
+        assert await ingest.replay(database, spool, batch_size=3) == 5
     assert await statuses(database, ids) == ["delivered", "delivered", "delivered", "pending"]
     assert spool.backlog() == 0
     assert spool.quarantined() == 2
@@ -163,7 +165,7 @@ async def test_a_poison_spooled_receipt_is_quarantined_and_the_others_replay(
     kept = [json.loads(line) for line in spool.quarantine_path.read_text().splitlines()]
     assert [k["body"] for k in kept] == [naive_time["body"], "\ud800"]
     assert all(k["reason"] for k in kept)
-    assert await callbacks.replay(database, spool) == 0
+    assert await ingest.replay(database, spool) == 0
 
 
 async def test_a_quarantined_receipt_replays_once_its_cause_is_fixed(
@@ -174,14 +176,14 @@ async def test_a_quarantined_receipt_replays_once_its_cause_is_fixed(
     spool = Spool(tmp_path / "spool.jsonl")
     naive_time, _ = poison_lines(message_id)
     spool.path.write_text(json.dumps(naive_time) + "\n")
-    await callbacks.replay(database, spool)
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    await ingest.replay(database, spool)
+    assert (await fetch_message(database, message_id)).status == status.Status.PENDING
     fixed = json.loads(spool.quarantine_path.read_text())
     fixed["received_at"] += "+00:00"  # what an operator's repair would do
     spool.quarantine_path.unlink()
     spool.path.with_name(f"{spool.path.name}.1.replaying").write_text(json.dumps(fixed) + "\n")
-    assert await callbacks.replay(database, spool) == 1
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert await ingest.replay(database, spool) == 1
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
 
 
 async def test_an_unreachable_database_defers_the_replay_and_quarantines_nothing(
@@ -195,10 +197,10 @@ async def test_an_unreachable_database_defers_the_replay_and_quarantines_nothing
     try:
         # The refusal propagates, as db.Database translates it (item 5).
         with pytest.raises(errors.DatabaseUnavailable):
-            await callbacks.replay(broken, spool)
+            await ingest.replay(broken, spool)
     finally:
         await broken.dispose()
     assert spool.quarantined() == 0
     assert spool.backlog() == 3
-    assert await callbacks.replay(database, spool) == 3
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert await ingest.replay(database, spool) == 3
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED

@@ -19,10 +19,12 @@ from structlog.testing import capture_logs
 
 from tests.conftest import SettingsFactory, running
 from tests.factories import add_message, count_rows, fetch_message
-from tracker import callbacks, capability, db, messages, metrics, models, receipt_store, reports
+from tracker import db, metrics, models
 from tracker.app import create_app
+from tracker.domain import status
+from tracker.reports import capability, ingest, plan, statements
+from tracker.reports.spool import Spool
 from tracker.settings import Settings
-from tracker.spool import Spool
 
 PROVIDER_ID = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 CONTACT = "254712345678"
@@ -60,7 +62,7 @@ async def test_a_delivered_report_moves_a_pending_message_to_delivered(
     assert response.status_code == 200
     assert response.json() == {"received": True, "outcome": "applied"}
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.DELIVERED
+    assert message.status == status.Status.DELIVERED
     assert message.provider_status == "Delivered"
     assert message.provider_description == "Message delivered successfully"
     assert message.final_at is not None
@@ -77,7 +79,7 @@ async def test_failure_words_mark_the_message_failed(
     response = await post(client, settings, message_id, report(word, description="x"))
     assert response.json()["outcome"] == "applied"
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.FAILED
+    assert message.status == status.Status.FAILED
     assert message.provider_status == word
 
 
@@ -101,7 +103,7 @@ async def test_non_final_and_unknown_words_are_recorded_without_moving(
     assert response.status_code == 200
     assert response.json()["outcome"] == outcome
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.PENDING
+    assert message.status == status.Status.PENDING
     assert (message.provider_status, message.provider_description) == (word, "hm")
     assert await count_rows(database, models.MessageEvent, message_id) == 1
     warned = any(e["event"] == "callback_unknown_status" for e in captured)
@@ -138,7 +140,7 @@ async def test_a_refused_report_posted_again_is_refused_again(
     again = await post(client, settings, message_id, body)
     assert (first.status_code, again.status_code) == (code, code)
     assert await count_rows(database, models.CallbackReceipt, message_id) == 1
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    assert (await fetch_message(database, message_id)).status == status.Status.PENDING
 
 
 async def test_a_stale_interim_report_after_the_final_one_does_not_move_back(
@@ -150,7 +152,7 @@ async def test_a_stale_interim_report_after_the_final_one_does_not_move_back(
     late = await post(client, settings, message_id, report("Pending", description="Initiated"))
     assert late.json()["outcome"] == "interim"
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.DELIVERED
+    assert message.status == status.Status.DELIVERED
     assert message.provider_status == "Delivered"
 
 
@@ -163,28 +165,28 @@ async def test_a_late_delivered_wins_over_failed_but_not_the_reverse(
     assert (await post(client, settings, message_id, report())).json()["outcome"] == "applied"
     stale = await post(client, settings, message_id, report("Undelivered"))
     assert stale.json()["outcome"] == "stale"
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
 
 
 async def test_a_report_for_a_cancelled_message_is_stale(
     client: httpx.AsyncClient, settings: Settings, database: db.Database
 ) -> None:
     """Nothing overrides cancelled, rejected or expired."""
-    message_id = await add_message(database, status=messages.Status.CANCELLED)
+    message_id = await add_message(database, status=status.Status.CANCELLED)
     response = await post(client, settings, message_id, report())
     assert response.json()["outcome"] == "stale"
-    assert (await fetch_message(database, message_id)).status == messages.Status.CANCELLED
+    assert (await fetch_message(database, message_id)).status == status.Status.CANCELLED
 
 
 async def test_a_report_that_beats_the_send_response_sets_the_provider_id(
     client: httpx.AsyncClient, settings: Settings, database: db.Database
 ) -> None:
     """Race: the message is still `sending` with no provider id; the report completes it."""
-    message_id = await add_message(database, status=messages.Status.SENDING)
+    message_id = await add_message(database, status=status.Status.SENDING)
     response = await post(client, settings, message_id, report())
     assert response.json()["outcome"] == "applied"
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.DELIVERED
+    assert message.status == status.Status.DELIVERED
     assert message.provider_message_id == PROVIDER_ID
 
 
@@ -192,16 +194,16 @@ async def test_a_batch_that_moves_a_message_then_learns_its_provider_id_keeps_bo
     database: db.Database,
 ) -> None:
     """One group commit: a final report without an id, then an interim one with it."""
-    message_id = await add_message(database, status=messages.Status.SENDING)
+    message_id = await add_message(database, status=status.Status.SENDING)
     anonymous = {k: v for k, v in report().items() if k != "message_id"}
     bodies = [json.dumps(anonymous), json.dumps(report("Pending"))]
     async with database.write() as session:
-        outcomes = await receipt_store.apply_receipts(
-            session, [reports.Receipt(message_id, b, "127.0.0.1", db.utcnow()) for b in bodies]
+        outcomes = await statements.apply_receipts(
+            session, [plan.Receipt(message_id, b, "127.0.0.1", db.utcnow()) for b in bodies]
         )
-    assert outcomes == [reports.Outcome.APPLIED, reports.Outcome.INTERIM]
+    assert outcomes == [plan.Outcome.APPLIED, plan.Outcome.INTERIM]
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.DELIVERED
+    assert message.status == status.Status.DELIVERED
     assert message.provider_message_id == PROVIDER_ID
     assert message.provider_status == "Delivered"  # the interim words do not replace it
 
@@ -210,17 +212,17 @@ async def test_interim_reports_in_one_batch_leave_the_last_words_and_learn_the_i
     database: db.Database,
 ) -> None:
     """Two interim reports for one message in a group commit: one UPDATE, the later words."""
-    message_id = await add_message(database, status=messages.Status.SENDING)
+    message_id = await add_message(database, status=status.Status.SENDING)
     sent = {**report("Sent"), "description": "sent to network"}
     anonymous_buffered = {"status": "Buffered", "description": "phone off", "contact": CONTACT}
     bodies = [json.dumps(sent), json.dumps(anonymous_buffered)]
     async with database.write() as session:
-        outcomes = await receipt_store.apply_receipts(
-            session, [reports.Receipt(message_id, b, "127.0.0.1", db.utcnow()) for b in bodies]
+        outcomes = await statements.apply_receipts(
+            session, [plan.Receipt(message_id, b, "127.0.0.1", db.utcnow()) for b in bodies]
         )
-    assert outcomes == [reports.Outcome.INTERIM, reports.Outcome.INTERIM]
+    assert outcomes == [plan.Outcome.INTERIM, plan.Outcome.INTERIM]
     message = await fetch_message(database, message_id)
-    assert message.status == messages.Status.SENDING
+    assert message.status == status.Status.SENDING
     assert message.provider_message_id == PROVIDER_ID
     assert (message.provider_status, message.provider_description) == ("Buffered", "phone off")
 
@@ -235,7 +237,7 @@ async def test_a_report_contradicting_the_message_is_recorded_and_refused(
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     response = await post(client, settings, message_id, report(**fields))
     assert response.status_code == 409
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    assert (await fetch_message(database, message_id)).status == status.Status.PENDING
     async with database.read() as session:
         outcome = await session.scalar(
             select(models.CallbackReceipt.outcome).where(
@@ -255,7 +257,7 @@ async def test_a_malformed_body_is_a_400_and_changes_nothing(
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     response = await post(client, settings, message_id, body)
     assert response.status_code == 400
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    assert (await fetch_message(database, message_id)).status == status.Status.PENDING
 
 
 async def test_a_body_over_16_kb_is_413(
@@ -290,7 +292,7 @@ async def test_a_bad_token_is_404_counted_and_stores_nothing(
         assert response.status_code == 404, path
         assert response.json() == {"detail": "not found"}
     assert metrics.CALLBACKS.labels(outcome="not_found")._value.get() == before + len(paths)
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    assert (await fetch_message(database, message_id)).status == status.Status.PENDING
     assert await count_rows(database, models.CallbackReceipt, message_id) == 0
 
 
@@ -301,7 +303,7 @@ async def test_other_methods_on_a_callback_url_are_405(
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     response = await client.get(path_for(settings, message_id))
     assert response.status_code == 405
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING
+    assert (await fetch_message(database, message_id)).status == status.Status.PENDING
 
 
 async def test_a_callback_answer_carries_a_request_id(
@@ -351,7 +353,7 @@ async def test_an_unexpected_error_is_a_logged_500_with_the_request_id(
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     app = create_app(settings)
 
-    async def broken(_receipt: reports.Receipt) -> callbacks.Result:
+    async def broken(_receipt: plan.Receipt) -> ingest.Result:
         raise RuntimeError("bug")
 
     async with running(app) as http:
@@ -419,7 +421,7 @@ async def test_concurrent_callbacks_are_committed_in_shared_batches(
     assert batches < 100
     async with database.read() as session:
         delivered = await session.scalar(
-            select(func.count()).where(models.Message.status == messages.Status.DELIVERED)
+            select(func.count()).where(models.Message.status == status.Status.DELIVERED)
         )
     assert delivered == 100
 
@@ -431,21 +433,21 @@ async def test_an_unreachable_database_spools_and_replay_applies_once(
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     spool = Spool(tmp_path / "spool.jsonl")
     broken = db.Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    ingester = callbacks.Ingester(broken, spool, deadline_seconds=1.0)
+    ingester = ingest.Ingester(broken, spool, deadline_seconds=1.0)
     await ingester.start(replay_interval=3600)
     try:
-        receipt = reports.Receipt(message_id, json.dumps(report()), "127.0.0.1", db.utcnow())
-        assert await ingester.submit(receipt) == callbacks.SPOOLED
-        assert await ingester.submit(receipt) == callbacks.SPOOLED  # breaker open now
+        receipt = plan.Receipt(message_id, json.dumps(report()), "127.0.0.1", db.utcnow())
+        assert await ingester.submit(receipt) == ingest.SPOOLED
+        assert await ingester.submit(receipt) == ingest.SPOOLED  # breaker open now
     finally:
         await ingester.stop()
         await broken.dispose()
     assert spool.backlog() == 2
-    assert await callbacks.replay(database, spool) == 2
+    assert await ingest.replay(database, spool) == 2
     assert spool.backlog() == 0
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
     assert await count_rows(database, models.CallbackReceipt, message_id) == 1
-    assert await callbacks.replay(database, spool) == 0
+    assert await ingest.replay(database, spool) == 0
 
 
 async def test_the_servers_replayer_applies_the_spool_once_the_database_answers(
@@ -454,8 +456,8 @@ async def test_the_servers_replayer_applies_the_spool_once_the_database_answers(
     """No operator needed: the running receiver replays what an outage left spooled."""
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     spool = Spool(tmp_path / "spool.jsonl")
-    spool.append([reports.Receipt(message_id, json.dumps(report()), None, db.utcnow())])
-    ingester = callbacks.Ingester(database, spool, deadline_seconds=1.0)
+    spool.append([plan.Receipt(message_id, json.dumps(report()), None, db.utcnow())])
+    ingester = ingest.Ingester(database, spool, deadline_seconds=1.0)
     await ingester.start(replay_interval=0.05)
     try:
         for _ in range(100):
@@ -465,7 +467,7 @@ async def test_the_servers_replayer_applies_the_spool_once_the_database_answers(
     finally:
         await ingester.stop()
     assert spool.backlog() == 0
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
     assert await count_rows(database, models.CallbackReceipt, message_id) == 1
 
 
@@ -475,7 +477,7 @@ def test_a_torn_spool_line_is_set_aside_and_the_next_append_starts_a_line(
     """A crash mid-append leaves a partial line: later appends stay readable, the torn
     text is quarantined as it was, and the rest of the spool replays."""
     spool = Spool(tmp_path / "spool.jsonl")
-    first, second = (reports.Receipt(uuid.uuid4(), "{}", None, db.utcnow()) for _ in range(2))
+    first, second = (plan.Receipt(uuid.uuid4(), "{}", None, db.utcnow()) for _ in range(2))
     spool.append([first])
     with spool.path.open("a") as handle:
         handle.write('{"message_id": "trunc')
@@ -490,7 +492,7 @@ def test_an_append_blocked_by_a_claim_writes_to_the_new_spool_file(tmp_path: Pat
     """Server and `tracker callbacks replay` share the spool: an append that waited for
     the lock while the file was claimed writes to a fresh file, not the claimed one."""
     spool = Spool(tmp_path / "spool.jsonl")
-    receipt = reports.Receipt(uuid.uuid4(), "{}", None, db.utcnow())
+    receipt = plan.Receipt(uuid.uuid4(), "{}", None, db.utcnow())
     spool.append([receipt])
     holder = os.open(spool.path, os.O_RDWR)
     fcntl.flock(holder, fcntl.LOCK_EX)  # as a claim in another process holds it

@@ -21,10 +21,12 @@ from tests.provider_loop import (
     sends_per_key,
     wait_for,
 )
-from tracker import db, dispatcher, kimisms, messages, models, outbox
+from tracker import db, models
 from tracker.app import provider_client
+from tracker.dispatch import dispatcher, kimisms, outbox
+from tracker.domain import status
 
-Status = messages.Status
+Status = status.Status
 
 
 async def test_queued_messages_are_sent_once_each_and_end_delivered(
@@ -154,7 +156,7 @@ async def test_high_priority_messages_go_first(
     low = [await add_message(database, status=Status.QUEUED) for _ in range(3)]
     high = await add_message(database, status=Status.QUEUED)
     async with database.write() as session:
-        values = {"priority": messages.PRIORITY_ORDER[messages.Priority.LOW]}
+        values = {"priority": status.PRIORITY_ORDER[status.Priority.LOW]}
         await session.execute(
             update(models.Message).where(models.Message.id.in_(low)).values(**values)
         )

@@ -12,7 +12,9 @@ import pytest
 from tests.conftest import SettingsFactory
 from tests.factories import add_message, fetch_message
 from tests.integration.send_support import Headers, api_settings, bearer, count, message
-from tracker import capability, db, messages, models
+from tracker import db, models
+from tracker.domain import status
+from tracker.reports import capability
 from tracker.settings import Settings
 
 BODY = json.dumps(message()).encode()
@@ -91,7 +93,7 @@ async def test_item_14_callbacks_keep_accepting_what_the_provider_sends(
         headers={"Content-Type": "text/plain"},
     )
     assert response.status_code == 200, response.text
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,10 @@ import pytest
 from tests.conftest import SettingsFactory
 from tests.factories import add_message
 from tests.provider_loop import wait_for
-from tracker import db, dispatcher, errors, ids, kimisms, messages
-from tracker.pacing import Pacer
+from tracker import db, errors, ids
+from tracker.dispatch import dispatcher, kimisms
+from tracker.dispatch.pacing import Pacer
+from tracker.domain import status
 
 
 def rate_limited_provider(request: httpx.Request) -> httpx.Response:
@@ -63,7 +65,7 @@ async def test_item_3_a_bad_retry_after_is_a_retry_not_a_message_left_sending(
             return rate_limited_provider(request)
         return httpx.Response(429, json={"detail": "slow"}, headers={"Retry-After": retry_after})
 
-    message_id = await add_message(database, status=messages.Status.QUEUED)
+    message_id = await add_message(database, status=status.Status.QUEUED)
     settings = make_settings(database_url=database_url, rate_limit_pause_seconds=42)
     transport = httpx.MockTransport(provider)
     async with httpx.AsyncClient(transport=transport, base_url="https://kimisms.test") as http:

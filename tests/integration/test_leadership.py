@@ -12,7 +12,8 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from tests.processes import free_port
-from tracker import db, leadership
+from tracker import db
+from tracker.dispatch import leadership
 
 Entries = list[MutableMapping[str, Any]]
 

@@ -18,8 +18,10 @@ from tests.conftest import SettingsFactory
 from tests.factories import add_message
 from tests.integration.test_callbacks import PROVIDER_ID, report
 from tests.processes import free_port
-from tracker import callbacks, db, dispatcher, messages, reports
-from tracker.spool import Spool
+from tracker import db
+from tracker.dispatch import dispatcher
+from tracker.reports import ingest, plan
+from tracker.reports.spool import Spool
 
 Entries = list[MutableMapping[str, Any]]
 
@@ -65,13 +67,13 @@ async def test_item_17_callback_writer_and_replayer_edges_log_the_traceback(
 ) -> None:
     """Item 17: the group commit and the replayer, failing on the database, log exc_info."""
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
-    receipt = reports.Receipt(message_id, json.dumps(report()), "127.0.0.1", db.utcnow())
+    receipt = plan.Receipt(message_id, json.dumps(report()), "127.0.0.1", db.utcnow())
     broken = db.Database(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
-    ingester = callbacks.Ingester(broken, Spool(tmp_path / "spool.jsonl"), 1.0)
+    ingester = ingest.Ingester(broken, Spool(tmp_path / "spool.jsonl"), 1.0)
     try:
         with capture_logs() as entries:
             await ingester.start(replay_interval=0.05)
-            assert await ingester.submit(receipt) == callbacks.SPOOLED
+            assert await ingester.submit(receipt) == ingest.SPOOLED
             wanted = {"callback_db_unavailable", "callback_replay_deferred"}
             await _until(entries, wanted.issubset)
     finally:
@@ -80,9 +82,9 @@ async def test_item_17_callback_writer_and_replayer_edges_log_the_traceback(
     for name in ("callback_db_unavailable", "callback_replay_deferred"):
         entry = _only(entries, name)
         assert entry["exc_info"] is True, name
-    assert await callbacks.replay(database, ingester.spool) == 1  # nothing was lost
+    assert await ingest.replay(database, ingester.spool) == 1  # nothing was lost
     async with database.read() as session:
         status = await session.scalar(
             text("SELECT status FROM messages WHERE provider_message_id = :p"), {"p": PROVIDER_ID}
         )
-    assert status == messages.Status.DELIVERED
+    assert status == status.Status.DELIVERED

@@ -25,8 +25,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.applications import Starlette
 
 from tests import conftest
-from tracker import auth, db, openapi
+from tracker import auth, db
 from tracker.app import create_app
+from tracker.ops import openapi
 from tracker.settings import Settings
 
 # A deeper run: FUZZ_EXAMPLES=500 .venv/bin/pytest tests/integration/test_openapi_fuzz.py

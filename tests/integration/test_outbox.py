@@ -13,10 +13,12 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.factories import add_message, count_rows, fetch_message
-from tracker import db, expiry, kimisms, messages, models, outbox
+from tracker import db, models
+from tracker.dispatch import expiry, kimisms, outbox
+from tracker.domain import status
 
-Status = messages.Status
-Outcome = messages.Outcome
+Status = status.Status
+Outcome = status.Outcome
 LEASE = dt.timedelta(seconds=60)
 WINDOW = dt.timedelta(hours=23)
 ACCEPTED = kimisms.Acceptance("p-1", "Safaricom", "Queued", "Message queued")
@@ -200,7 +202,7 @@ async def test_item_2_every_outcome_write_is_guarded_by_the_status_it_expects(
     """Item 2: an outcome write for an attempt whose row moved on (the sweep failed it, or
     another claim retried it) changes nothing, says so, and records only the event."""
     claimed = await sending(database)
-    await set_values(database, claimed.id, status=moved_to.value, rank=messages.RANK[moved_to])
+    await set_values(database, claimed.id, status=moved_to.value, rank=status.RANK[moved_to])
     before = await fetch_message(database, claimed.id)
     async with database.write() as session:
         assert await WRITES[write](session, claimed) is False

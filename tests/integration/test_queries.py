@@ -13,10 +13,14 @@ import pytest
 
 from tests.conftest import SettingsFactory, running
 from tests.provider_loop import dispatching, loop, sandbox_config, settled, wait_for
-from tracker import db, messages, models, queries
+from tracker import db, models
 from tracker.app import create_app
+from tracker.domain import status
+from tracker.ops import queries
 
-Status = messages.Status
+RANK = status.RANK  # the helpers take a ``status`` keyword, which shadows the module
+
+Status = status.Status
 OVERDUE_SECONDS = 3600
 Keys = dict[str, dict[str, str]]
 
@@ -40,7 +44,7 @@ async def add(
         "encoding": "gsm7",
         "priority": 1,
         "status": status.value,
-        "rank": messages.RANK[status],
+        "rank": RANK[status],
         "next_attempt_at": created,
         "created_at": created,
         "updated_at": created,

@@ -18,8 +18,10 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from tests.factories import add_message, fetch_message
-from tracker import capability, db, messages, server
+from tracker import db, server
 from tracker.app import create_app, stop_sending
+from tracker.domain import status
+from tracker.reports import capability
 from tracker.settings import Settings
 
 HEADER_SECONDS = 1.0
@@ -105,7 +107,7 @@ async def test_item_8_slow_header_clients_are_cut_off_and_callbacks_still_answer
         closed = await asyncio.gather(*slow)
         stop.set()
     assert answer.status_code == 200
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED.value
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED.value
     assert all(closed), f"{closed.count(False)} slow connections were still open"
 
 
@@ -126,7 +128,7 @@ async def test_item_8_a_silent_connection_and_a_stalled_body_are_closed(
         for opened in (silent_writer, writer):
             opened.close()
     assert all(results)
-    assert (await fetch_message(database, message_id)).status == messages.Status.PENDING.value
+    assert (await fetch_message(database, message_id)).status == status.Status.PENDING.value
 
 
 async def test_item_8_oversized_headers_are_refused(settings: Settings) -> None:

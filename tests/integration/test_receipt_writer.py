@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import text
 
 from tests.factories import add_message, count_rows, fetch_message
-from tracker import callbacks, db, messages, models, receipt_store, receipt_writer, reports
-from tracker.spool import Spool
+from tracker import db, models
+from tracker.domain import status
+from tracker.reports import ingest, plan, statements, writer
+from tracker.reports.spool import Spool
 
 DEADLINE = 0.5
 ENDLESS_QUERY = (
@@ -24,24 +26,24 @@ ENDLESS_QUERY = (
 )
 
 
-def receipt(message_id: uuid.UUID, status: str = "Delivered") -> reports.Receipt:
+def receipt(message_id: uuid.UUID, status: str = "Delivered") -> plan.Receipt:
     body = json.dumps({"message_id": "p-1", "contact": "254712345678", "status": status})
-    return reports.Receipt(message_id, body, "127.0.0.1", db.utcnow())
+    return plan.Receipt(message_id, body, "127.0.0.1", db.utcnow())
 
 
 async def test_a_batch_is_applied_and_the_connection_reused(database: db.Database) -> None:
     """Two batches on one writer: both applied, duplicates recognised across them."""
     message_id = await add_message(database)
-    writer = receipt_writer.for_database(database, DEADLINE)
+    batch_writer = writer.for_database(database, DEADLINE)
     try:
-        assert await writer.apply([receipt(message_id)]) == [reports.Outcome.APPLIED]
-        assert await writer.apply([receipt(message_id), receipt(message_id, "Failed")]) == [
-            reports.Outcome.DUPLICATE,
-            reports.Outcome.STALE,
+        assert await batch_writer.apply([receipt(message_id)]) == [plan.Outcome.APPLIED]
+        assert await batch_writer.apply([receipt(message_id), receipt(message_id, "Failed")]) == [
+            plan.Outcome.DUPLICATE,
+            plan.Outcome.STALE,
         ]
     finally:
-        await writer.close()
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+        await batch_writer.close()
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -50,24 +52,24 @@ async def test_a_sqlite_statement_past_the_deadline_is_interrupted(
 ) -> None:
     """SQLite itself stops a runaway batch at the deadline; the next batch works."""
     message_id = await add_message(database)
-    real_apply = receipt_store.apply_on_sqlite
+    real_apply = statements.apply_on_sqlite
 
     def endless(
-        connection: sqlite3.Connection, _receipts: list[reports.Receipt], **_options: object
+        connection: sqlite3.Connection, _receipts: list[plan.Receipt], **_options: object
     ) -> None:
         connection.execute(ENDLESS_QUERY).fetchall()
 
-    writer = receipt_writer.for_database(database, DEADLINE)
+    batch_writer = writer.for_database(database, DEADLINE)
     try:
-        monkeypatch.setattr(receipt_store, "apply_on_sqlite", endless)
+        monkeypatch.setattr(statements, "apply_on_sqlite", endless)
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="interrupted"):
-            await writer.apply([receipt(message_id)])
+            await batch_writer.apply([receipt(message_id)])
         assert time.monotonic() - started < DEADLINE + 1.0
-        monkeypatch.setattr(receipt_store, "apply_on_sqlite", real_apply)
-        assert await writer.apply([receipt(message_id)]) == [reports.Outcome.APPLIED]
+        monkeypatch.setattr(statements, "apply_on_sqlite", real_apply)
+        assert await batch_writer.apply([receipt(message_id)]) == [plan.Outcome.APPLIED]
     finally:
-        await writer.close()
+        await batch_writer.close()
 
 
 async def test_a_held_lock_spools_within_the_deadline_and_nothing_is_lost(
@@ -76,21 +78,21 @@ async def test_a_held_lock_spools_within_the_deadline_and_nothing_is_lost(
     """Another writer holding the lock: the callback is spooled in time, then replayed once."""
     message_id = await add_message(database)
     spool = Spool(tmp_path / "spool.jsonl")
-    ingester = callbacks.Ingester(database, spool, deadline_seconds=DEADLINE)
+    ingester = ingest.Ingester(database, spool, deadline_seconds=DEADLINE)
     await ingester.start(replay_interval=3600)
     release = await _hold_the_write_lock(database, database_url, message_id)
     try:
         started = time.monotonic()
-        assert await ingester.submit(receipt(message_id)) == callbacks.SPOOLED
+        assert await ingester.submit(receipt(message_id)) == ingest.SPOOLED
         assert time.monotonic() - started < 2 * DEADLINE + 1.0
     finally:
         await release()
         await ingester.stop()
-    assert await callbacks.replay(database, spool) == 1
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert await ingest.replay(database, spool) == 1
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
     assert await count_rows(database, models.CallbackReceipt, message_id) == 1
     assert await count_rows(database, models.MessageEvent, message_id) == 1
-    assert await callbacks.replay(database, spool) == 0
+    assert await ingest.replay(database, spool) == 0
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # PostgreSQL has no such lock
@@ -100,7 +102,7 @@ async def test_a_writer_in_this_process_holding_the_lock_counts_against_the_dead
     """A long API transaction in the same process: the callback is spooled in time too."""
     message_id = await add_message(database)
     spool = Spool(tmp_path / "spool.jsonl")
-    ingester = callbacks.Ingester(database, spool, deadline_seconds=DEADLINE)
+    ingester = ingest.Ingester(database, spool, deadline_seconds=DEADLINE)
     await ingester.start(replay_interval=3600)
     holding, release = asyncio.Event(), asyncio.Event()
 
@@ -113,14 +115,14 @@ async def test_a_writer_in_this_process_holding_the_lock_counts_against_the_dead
     try:
         await holding.wait()
         started = time.monotonic()
-        assert await ingester.submit(receipt(message_id)) == callbacks.SPOOLED
+        assert await ingester.submit(receipt(message_id)) == ingest.SPOOLED
         assert time.monotonic() - started < DEADLINE + 1.0
     finally:
         release.set()
         await holder
         await ingester.stop()
-    assert await callbacks.replay(database, spool) == 1
-    assert (await fetch_message(database, message_id)).status == messages.Status.DELIVERED
+    assert await ingest.replay(database, spool) == 1
+    assert (await fetch_message(database, message_id)).status == status.Status.DELIVERED
 
 
 async def _hold_the_write_lock(
@@ -155,10 +157,10 @@ async def test_a_lost_postgresql_connection_is_replaced(database: db.Database) -
     """A backend the server terminated between batches is noticed: the next batch opens
     a new connection instead of failing (and tripping the breaker)."""
     message_id = await add_message(database)
-    writer = receipt_writer.for_database(database, DEADLINE)
-    assert isinstance(writer, receipt_writer.PostgreSQLWriter)
+    batch_writer = writer.for_database(database, DEADLINE)
+    assert isinstance(batch_writer, writer.PostgreSQLWriter)
     try:
-        assert await writer.apply([receipt(message_id, "Sent")]) == [reports.Outcome.INTERIM]
+        assert await batch_writer.apply([receipt(message_id, "Sent")]) == [plan.Outcome.INTERIM]
         async with database.write() as session:
             await session.execute(
                 text(
@@ -167,6 +169,6 @@ async def test_a_lost_postgresql_connection_is_replaced(database: db.Database) -
                 )
             )
         await asyncio.sleep(0.1)
-        assert await writer.apply([receipt(message_id)]) == [reports.Outcome.APPLIED]
+        assert await batch_writer.apply([receipt(message_id)]) == [plan.Outcome.APPLIED]
     finally:
-        await writer.close()
+        await batch_writer.close()

@@ -29,8 +29,10 @@ from tests.integration.send_support import (
     parse_time,
     send,
 )
-from tracker import db, messages, models, schemas
+from tracker import db, models
 from tracker.app import create_app
+from tracker.domain import status
+from tracker.sending import schemas
 from tracker.settings import Settings
 
 
@@ -206,7 +208,7 @@ async def test_priority_defaults_to_normal_and_is_stored_as_its_order(
     response = await send(client, headers, **given)
     assert response.json()["priority"] == returned
     row = await fetch_message(database, uuid.UUID(response.json()["id"]))
-    assert row.priority == messages.PRIORITY_ORDER[messages.Priority(returned)]
+    assert row.priority == status.PRIORITY_ORDER[status.Priority(returned)]
 
 
 async def test_an_unknown_priority_is_400(client: httpx.AsyncClient, headers: Headers) -> None:

@@ -24,8 +24,9 @@ from tests.integration.send_support import (
     message,
     post_json,
 )
-from tracker import db, models, schemas
+from tracker import db, models
 from tracker.app import create_app
+from tracker.sending import schemas
 from tracker.settings import Settings
 
 BATCH = "/v1/messages/batch"

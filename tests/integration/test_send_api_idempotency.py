@@ -25,7 +25,8 @@ from tests.integration.send_support import (
     post_json,
     send,
 )
-from tracker import db, models, store
+from tracker import db, models
+from tracker.sending import store
 from tracker.settings import Settings
 
 BATCH = "/v1/messages/batch"

@@ -25,7 +25,10 @@ from tests.integration.send_support import (
     parse_time,
     send,
 )
-from tracker import db, messages, models, outbox, schemas, store
+from tracker import db, models
+from tracker.dispatch import outbox
+from tracker.domain import status
+from tracker.sending import schemas, store
 from tracker.settings import Settings
 
 LEASE = dt.timedelta(seconds=60)
@@ -147,7 +150,7 @@ async def test_a_queued_message_can_be_cancelled(
     assert body["status"] == "cancelled"
     assert parse_time(body["final_at"]) >= parse_time(body["created_at"])
     row = await fetch_message(database, uuid.UUID(message_id))
-    assert (row.status, row.rank) == ("cancelled", messages.RANK[messages.Status.CANCELLED])
+    assert (row.status, row.rank) == ("cancelled", status.RANK[status.Status.CANCELLED])
     events = await events_of(database, message_id)
     assert [(e.from_status, e.to_status, e.source) for e in events][-1] == (
         "queued",
@@ -172,14 +175,14 @@ async def test_item_20_cancelling_a_cancelled_message_again_is_200_with_the_mess
 @pytest.mark.parametrize(
     "status",
     [
-        messages.Status.SENDING,
-        messages.Status.DELIVERED,
-        messages.Status.FAILED,
-        messages.Status.EXPIRED,
+        status.Status.SENDING,
+        status.Status.DELIVERED,
+        status.Status.FAILED,
+        status.Status.EXPIRED,
     ],
 )
 async def test_a_message_past_queued_cannot_be_cancelled(
-    client: httpx.AsyncClient, headers: Headers, database: db.Database, status: messages.Status
+    client: httpx.AsyncClient, headers: Headers, database: db.Database, status: status.Status
 ) -> None:
     """Once the dispatcher has it, or it ended otherwise, cancel is 409 naming its status
     (item 20: only an already-cancelled message is answered 200)."""
@@ -195,14 +198,14 @@ async def test_item_6_a_message_waiting_to_retry_a_send_cannot_be_cancelled(
 ) -> None:
     """Item 6: queued again for a retry after a call KIMISMS may have taken (attempts 1):
     cancel is 409 and the message stays queued; after only a 429 (attempts 0) it cancels."""
-    tried, held = [await add_message(database, status=messages.Status.QUEUED) for _ in range(2)]
+    tried, held = [await add_message(database, status=status.Status.QUEUED) for _ in range(2)]
     async with database.write() as session:
         await session.execute(
             update(models.Message).where(models.Message.id == tried).values(attempts=1)
         )
     refused = await client.post(f"/v1/messages/{tried}/cancel", headers=headers)
     assert (refused.status_code, refused.json()) == (409, {"detail": store.RETRY_NOT_CANCELLABLE})
-    assert (await fetch_message(database, tried)).status == messages.Status.QUEUED
+    assert (await fetch_message(database, tried)).status == status.Status.QUEUED
     allowed = await client.post(f"/v1/messages/{held}/cancel", headers=headers)
     assert allowed.status_code == 200
 
@@ -244,7 +247,7 @@ async def test_an_accepted_message_is_due_for_the_dispatcher(
 async def test_concurrent_claims_never_take_the_same_message(database: db.Database) -> None:
     """Two claims at once (SKIP LOCKED on PostgreSQL, the write lock on SQLite) split the
     due messages between them: none is handed out twice, none is left out."""
-    ids = {await add_message(database, status=messages.Status.QUEUED) for _ in range(12)}
+    ids = {await add_message(database, status=status.Status.QUEUED) for _ in range(12)}
 
     async def claim() -> set[uuid.UUID]:
         taken: set[uuid.UUID] = set()

@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.integration.test_callbacks import report
-from tracker import callbacks, db, messages, models, reports
-from tracker.spool import Spool
+from tracker import db, models
+from tracker.domain import segments, status
+from tracker.reports import ingest, plan
+from tracker.reports.spool import Spool
 
 MESSAGES = 400
 WORDS = ("Sent", "Buffered", "Delivered")
@@ -33,10 +35,10 @@ async def add_messages(database: db.Database, count: int) -> list[uuid.UUID]:
             network="Safaricom",
             body="Your code is 123456",
             segments=1,
-            encoding=messages.Encoding.GSM7.value,
-            priority=messages.PRIORITY_ORDER[messages.Priority.NORMAL],
-            status=messages.Status.PENDING.value,
-            rank=messages.RANK[messages.Status.PENDING],
+            encoding=segments.Encoding.GSM7.value,
+            priority=status.PRIORITY_ORDER[status.Priority.NORMAL],
+            status=status.Status.PENDING.value,
+            rank=status.RANK[status.Status.PENDING],
             provider_message_id=f"p-{n}",
             next_attempt_at=db.utcnow(),
         )
@@ -53,7 +55,7 @@ def spool_lines(ids: list[uuid.UUID]) -> list[str]:
     for word in WORDS:
         for n, message_id in enumerate(ids):
             body = json.dumps(report(word, message_id=f"p-{n}"))
-            receipt = reports.Receipt(message_id, body, "127.0.0.1", db.utcnow())
+            receipt = plan.Receipt(message_id, body, "127.0.0.1", db.utcnow())
             lines.append(json.dumps(receipt.to_json()))
     return lines
 
@@ -82,12 +84,10 @@ async def test_item_18_a_large_spool_replays_once_with_its_file_work_off_the_loo
     spool.path.write_bytes(b"".join(line + b"\n" for line in data))
     parses: list[int] = []
     fsyncs: list[int] = []
-    real_from_json = reports.Receipt.from_json.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(
-        reports.Receipt, "from_json", classmethod(recording(parses, real_from_json))
-    )
+    real_from_json = plan.Receipt.from_json.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(plan.Receipt, "from_json", classmethod(recording(parses, real_from_json)))
     monkeypatch.setattr(os, "fsync", recording(fsyncs, os.fsync))
-    assert await callbacks.replay(database, spool, batch_size=100) == 3 * MESSAGES
+    assert await ingest.replay(database, spool, batch_size=100) == 3 * MESSAGES
     loop_thread = threading.get_ident()
     assert len(parses) == 3 * MESSAGES  # the unreadable lines never reach from_json
     assert loop_thread not in parses
@@ -97,20 +97,18 @@ async def test_item_18_a_large_spool_replays_once_with_its_file_work_off_the_loo
     assert spool.quarantined() == 2
     async with database.read() as session:
         delivered = await session.scalar(
-            select(func.count()).where(models.Message.status == messages.Status.DELIVERED)
+            select(func.count()).where(models.Message.status == status.Status.DELIVERED)
         )
         stored = await session.scalar(select(func.count()).select_from(models.CallbackReceipt))
     assert (delivered, stored) == (MESSAGES, 3 * MESSAGES)
-    assert await callbacks.replay(database, spool) == 0
+    assert await ingest.replay(database, spool) == 0
 
 
 def test_item_18_the_spool_is_read_in_bounded_batches_not_whole(tmp_path: Path) -> None:
     """Item 18: reading a 6 MB spool holds one batch at a time: the peak allocation
     stays far below the file's size."""
     spool = Spool(tmp_path / "spool.jsonl")
-    line = json.dumps(
-        reports.Receipt(uuid.uuid4(), json.dumps(report()), None, db.utcnow()).to_json()
-    )
+    line = json.dumps(plan.Receipt(uuid.uuid4(), json.dumps(report()), None, db.utcnow()).to_json())
     with spool.path.open("w") as handle:
         for _ in range(20_000):
             handle.write(line + "\n")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from starlette.requests import Request
 
-from tracker import errors, idempotency
+from tracker import errors
+from tracker.sending import idempotency
 
 
 def request_with(key: bytes | None) -> Request:

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import SettingsFactory
-from tracker import errors, intake, messages, schemas
+from tracker import errors
+from tracker.domain import status
+from tracker.sending import intake, schemas
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -30,7 +32,7 @@ def test_a_row_is_a_queued_message_due_now(rules: intake.Intake) -> None:
     row = rules.row(request())
     assert (row["status"], row["rank"], row["client"]) == ("queued", 0, "app")
     assert row["next_attempt_at"] == row["created_at"] == NOW
-    assert row["priority"] == messages.PRIORITY_ORDER[messages.Priority.NORMAL]
+    assert row["priority"] == status.PRIORITY_ORDER[status.Priority.NORMAL]
 
 
 def test_metadata_is_measured_in_utf8_bytes_up_to_the_limit(rules: intake.Intake) -> None:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker import errors, kimisms
+from tracker import errors
+from tracker.dispatch import kimisms
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 # Bounded and repeatable in CI: the same examples every run, no example database.

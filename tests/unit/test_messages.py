@@ -6,17 +6,17 @@ import re
 
 import pytest
 
-from tracker import messages
+from tracker.domain import recipients, segments, status
 from tracker.errors import InvalidRecipient, MessageTooLong
 
-S = messages.Status
+S = status.Status
 
 # --- statuses ---------------------------------------------------------------
 
 
 def test_every_status_has_a_rank() -> None:
     """The SQL guard can rank any status a row may hold."""
-    assert set(messages.RANK) == set(S)
+    assert set(status.RANK) == set(S)
 
 
 def test_statuses_are_stored_as_their_lower_case_names() -> None:
@@ -39,9 +39,9 @@ def test_statuses_are_stored_as_their_lower_case_names() -> None:
         (S.QUEUED, S.DELIVERED),
     ],
 )
-def test_it_moves_forward(current: messages.Status, new: messages.Status) -> None:
+def test_it_moves_forward(current: status.Status, new: status.Status) -> None:
     """Each step of the normal life of a message is allowed, also skipped steps."""
-    assert messages.can_move(current, new)
+    assert status.can_move(current, new)
 
 
 @pytest.mark.parametrize(
@@ -55,47 +55,47 @@ def test_it_moves_forward(current: messages.Status, new: messages.Status) -> Non
         (S.FAILED, S.SENDING),
     ],
 )
-def test_it_cannot_move_backwards(current: messages.Status, new: messages.Status) -> None:
+def test_it_cannot_move_backwards(current: status.Status, new: status.Status) -> None:
     """A late send-sms answer or an old report never regresses a status."""
-    assert not messages.can_move(current, new)
+    assert not status.can_move(current, new)
 
 
-@pytest.mark.parametrize("status", list(S))
-def test_it_cannot_move_to_the_same_status(status: messages.Status) -> None:
+@pytest.mark.parametrize("value", list(S))
+def test_it_cannot_move_to_the_same_status(value: status.Status) -> None:
     """A duplicate report changes nothing."""
-    assert not messages.can_move(status, status)
+    assert not status.can_move(value, value)
 
 
 def test_a_late_delivery_beats_failed() -> None:
     """A Delivered report after a failure wins: late delivery is real."""
-    assert messages.can_move(S.FAILED, S.DELIVERED)
+    assert status.can_move(S.FAILED, S.DELIVERED)
 
 
 def test_failed_does_not_beat_delivered() -> None:
     """A Failed report after Delivered is out of order and ignored."""
-    assert not messages.can_move(S.DELIVERED, S.FAILED)
+    assert not status.can_move(S.DELIVERED, S.FAILED)
 
 
 @pytest.mark.parametrize("settled", [S.REJECTED, S.EXPIRED, S.CANCELLED])
 @pytest.mark.parametrize("new", list(S))
 def test_nothing_beats_rejected_expired_or_cancelled(
-    settled: messages.Status, new: messages.Status
+    settled: status.Status, new: status.Status
 ) -> None:
     """A refusal, an expiry or a cancellation is never overridden by a report."""
-    assert not messages.can_move(settled, new)
+    assert not status.can_move(settled, new)
 
 
-@pytest.mark.parametrize("status", list(S))
-def test_it_knows_which_statuses_are_final(status: messages.Status) -> None:
+@pytest.mark.parametrize("value", list(S))
+def test_it_knows_which_statuses_are_final(value: status.Status) -> None:
     """Only delivered, failed, rejected, expired and cancelled are final."""
-    expected = status not in {S.QUEUED, S.SENDING, S.PENDING}
-    assert messages.is_final(status) is expected
+    expected = value not in {S.QUEUED, S.SENDING, S.PENDING}
+    assert status.is_final(value) is expected
 
 
 def test_high_priority_is_dispatched_first() -> None:
     """Priorities sort high, normal, low, and every priority has an order."""
-    order = messages.PRIORITY_ORDER
-    assert set(order) == set(messages.Priority)
+    order = status.PRIORITY_ORDER
+    assert set(order) == set(status.Priority)
     assert sorted(order, key=order.__getitem__) == ["high", "normal", "low"]
 
 
@@ -121,19 +121,19 @@ def test_high_priority_is_dispatched_first() -> None:
 )
 def test_every_common_form_normalises_to_the_same_msisdn(raw: str) -> None:
     """National, international, with or without 0 or + and separators: one MSISDN."""
-    assert messages.normalise_recipient(raw).msisdn == "254712345678"
+    assert recipients.normalise_recipient(raw).msisdn == "254712345678"
 
 
 @pytest.mark.parametrize("raw", ["0112345678", "112345678", "+254112345678", "254112345678"])
 def test_it_accepts_the_newer_safaricom_011_numbers(raw: str) -> None:
     """The 01xx ranges work in every form, including without the leading zero."""
-    recipient = messages.normalise_recipient(raw)
-    assert recipient == messages.Recipient(msisdn="254112345678", network="Safaricom")
+    recipient = recipients.normalise_recipient(raw)
+    assert recipient == recipients.Recipient(msisdn="254112345678", network="Safaricom")
 
 
 def test_it_accepts_a_number_without_the_leading_zero() -> None:
     """A bare nine-digit national number is read as if it had its 0."""
-    assert messages.normalise_recipient("733123456").msisdn == "254733123456"
+    assert recipients.normalise_recipient("733123456").msisdn == "254733123456"
 
 
 @pytest.mark.parametrize(
@@ -149,13 +149,15 @@ def test_it_accepts_a_number_without_the_leading_zero() -> None:
 )
 def test_it_records_the_network(raw: str, msisdn: str, network: str) -> None:
     """Safaricom, Airtel (07x and 010x) and Telkom numbers carry their network."""
-    assert messages.normalise_recipient(raw) == messages.Recipient(msisdn=msisdn, network=network)
+    assert recipients.normalise_recipient(raw) == recipients.Recipient(
+        msisdn=msisdn, network=network
+    )
 
 
 @pytest.mark.parametrize("raw", ["0700000500", "254700000000", "+254700000999", "0711000001"])
 def test_the_sandbox_magic_numbers_are_valid_kenyan_mobiles(raw: str) -> None:
     """254700000xxx and 254711000xxx pass validation, so the sandbox can use them."""
-    recipient = messages.normalise_recipient(raw)
+    recipient = recipients.normalise_recipient(raw)
     assert recipient.msisdn.startswith(("254700000", "254711000"))
     assert recipient.network == "Safaricom"
 
@@ -186,26 +188,26 @@ def test_the_sandbox_magic_numbers_are_valid_kenyan_mobiles(raw: str) -> None:
 def test_it_refuses_what_is_not_a_kenyan_mobile_number(raw: str, reason: str) -> None:
     """Landlines, foreign, short, long, lettered and empty numbers get a clear message."""
     with pytest.raises(InvalidRecipient, match=re.escape(reason)):
-        messages.normalise_recipient(raw)
+        recipients.normalise_recipient(raw)
 
 
 def test_it_shortens_a_huge_input_in_its_error() -> None:
     """An error quotes the caller's input, but never all of a huge one."""
     with pytest.raises(InvalidRecipient) as caught:
-        messages.normalise_recipient("x" * 10_000)
+        recipients.normalise_recipient("x" * 10_000)
     assert len(str(caught.value)) < 100
 
 
 def test_an_invalid_recipient_is_a_value_error() -> None:
     """Callers that only know ValueError still catch a bad number."""
     with pytest.raises(ValueError, match="phone number"):
-        messages.normalise_recipient("abc")
+        recipients.normalise_recipient("abc")
 
 
 # --- segments ---------------------------------------------------------------
 
-G = messages.Encoding.GSM7
-U = messages.Encoding.UCS2
+G = segments.Encoding.GSM7
+U = segments.Encoding.UCS2
 
 
 @pytest.mark.parametrize(
@@ -213,29 +215,29 @@ U = messages.Encoding.UCS2
 )
 def test_it_counts_gsm7_parts_at_their_boundaries(length: int, parts: int) -> None:
     """160 septets fit in one part; split parts hold 153 each."""
-    result = messages.segment("a" * length)
-    assert result == messages.Segmentation(encoding=G, segments=parts, units=length)
+    result = segments.segment("a" * length)
+    assert result == segments.Segmentation(encoding=G, segments=parts, units=length)
 
 
 @pytest.mark.parametrize("char", list("^{}\\[~]|€\f"))
 def test_an_extension_character_counts_as_two_septets(char: str) -> None:
     """Escaped characters take two septets, so 159 letters and one of them need two parts."""
-    assert messages.segment("a" * 158 + char) == messages.Segmentation(G, 1, 160)
-    assert messages.segment("a" * 159 + char) == messages.Segmentation(G, 2, 161)
+    assert segments.segment("a" * 158 + char) == segments.Segmentation(G, 1, 160)
+    assert segments.segment("a" * 159 + char) == segments.Segmentation(G, 2, 161)
 
 
 def test_it_never_splits_an_extension_character_across_parts() -> None:
     """An escape pair that would straddle a boundary moves whole to the next part."""
     text = "a" * 152 + "€" + "a" * 152  # 306 septets, yet the euro cannot end part one
-    assert messages.segment(text) == messages.Segmentation(G, 3, 306)
+    assert segments.segment(text) == segments.Segmentation(G, 3, 306)
     fits = "a" * 151 + "€" + "a" * 153  # the same length with the euro inside part one
-    assert messages.segment(fits) == messages.Segmentation(G, 2, 306)
+    assert segments.segment(fits) == segments.Segmentation(G, 2, 306)
 
 
 def test_the_whole_gsm7_alphabet_is_sent_as_gsm7() -> None:
     """Accented letters and Greek capitals of the default alphabet stay in GSM-7."""
-    text = "".join(sorted(messages.GSM7_BASIC)) + "".join(sorted(messages.GSM7_EXTENSION))
-    assert messages.segment(text).encoding == G
+    text = "".join(sorted(segments.GSM7_BASIC)) + "".join(sorted(segments.GSM7_EXTENSION))
+    assert segments.segment(text).encoding == G
 
 
 @pytest.mark.parametrize(
@@ -243,7 +245,7 @@ def test_the_whole_gsm7_alphabet_is_sent_as_gsm7() -> None:
 )
 def test_one_character_outside_gsm7_makes_the_message_ucs2(text: str) -> None:
     """A curly quote, a dash, Cyrillic, Chinese or an emoji switches to UCS-2."""
-    assert messages.segment(text).encoding == U
+    assert segments.segment(text).encoding == U
 
 
 @pytest.mark.parametrize(
@@ -251,50 +253,50 @@ def test_one_character_outside_gsm7_makes_the_message_ucs2(text: str) -> None:
 )
 def test_it_counts_ucs2_parts_at_their_boundaries(length: int, parts: int) -> None:
     """70 code units fit in one part; split parts hold 67 each."""
-    result = messages.segment("ж" * length)
-    assert result == messages.Segmentation(encoding=U, segments=parts, units=length)
+    result = segments.segment("ж" * length)
+    assert result == segments.Segmentation(encoding=U, segments=parts, units=length)
 
 
 def test_an_emoji_counts_as_two_code_units() -> None:
     """Characters outside the BMP are surrogate pairs: 35 emoji fill one part."""
-    assert messages.segment("😀" * 35) == messages.Segmentation(U, 1, 70)
-    assert messages.segment("😀" * 36) == messages.Segmentation(U, 2, 72)
+    assert segments.segment("😀" * 35) == segments.Segmentation(U, 1, 70)
+    assert segments.segment("😀" * 36) == segments.Segmentation(U, 2, 72)
 
 
 def test_it_never_splits_an_emoji_across_parts() -> None:
     """A surrogate pair that would straddle a boundary moves whole to the next part."""
     text = "ж" * 66 + "😀" + "ж" * 66  # 134 units, yet the emoji cannot end part one
-    assert messages.segment(text) == messages.Segmentation(U, 3, 134)
+    assert segments.segment(text) == segments.Segmentation(U, 3, 134)
     fits = "ж" * 65 + "😀" + "ж" * 67  # the same length with the emoji inside part one
-    assert messages.segment(fits) == messages.Segmentation(U, 2, 134)
+    assert segments.segment(fits) == segments.Segmentation(U, 2, 134)
 
 
 def test_an_empty_message_is_refused() -> None:
     """There is nothing to send, so there is no part count to report."""
     with pytest.raises(ValueError, match="empty"):
-        messages.segment("")
+        segments.segment("")
 
 
 def test_check_length_returns_the_segmentation_when_within_the_limit() -> None:
     """A message at exactly the maximum number of parts is accepted."""
-    assert messages.check_length("a" * 306, max_segments=2) == messages.Segmentation(G, 2, 306)
+    assert segments.check_length("a" * 306, max_segments=2) == segments.Segmentation(G, 2, 306)
 
 
 def test_check_length_refuses_a_message_over_the_limit() -> None:
     """One part too many is refused with the count and the maximum."""
     with pytest.raises(MessageTooLong, match=r"^message needs 3 parts; the maximum is 2$"):
-        messages.check_length("a" * 307, max_segments=2)
+        segments.check_length("a" * 307, max_segments=2)
 
 
 def test_check_length_refuses_a_limit_below_one() -> None:
     """A maximum of zero parts is a programming error, not a long message."""
     with pytest.raises(ValueError, match="at least 1"):
-        messages.check_length("a", max_segments=0)
+        segments.check_length("a", max_segments=0)
 
 
 # --- provider delivery reports ----------------------------------------------
 
-K = messages.ReportKind
+K = status.ReportKind
 
 
 @pytest.mark.parametrize(
@@ -331,13 +333,13 @@ K = messages.ReportKind
         ("Teleported", K.UNKNOWN),
     ],
 )
-def test_it_classifies_provider_statuses(raw: str, kind: messages.ReportKind) -> None:
+def test_it_classifies_provider_statuses(raw: str, kind: status.ReportKind) -> None:
     """Known words are read regardless of case and spacing; others are UNKNOWN."""
-    assert messages.classify_report(raw) is kind
+    assert status.classify_report(raw) is kind
 
 
 @pytest.mark.parametrize(
-    ("kind", "status"),
+    ("kind", "expected"),
     [
         (K.DELIVERED, S.DELIVERED),
         (K.FAILED, S.FAILED),
@@ -346,7 +348,7 @@ def test_it_classifies_provider_statuses(raw: str, kind: messages.ReportKind) ->
     ],
 )
 def test_only_final_reports_move_a_message(
-    kind: messages.ReportKind, status: messages.Status | None
+    kind: status.ReportKind, expected: status.Status | None
 ) -> None:
     """Interim and unknown words are recorded but never change the status."""
-    assert messages.status_for_report(kind) is status
+    assert status.status_for_report(kind) is expected

@@ -8,17 +8,17 @@ import phonenumbers
 import pytest
 from phonenumbers import carrier
 
-from tracker import messages
+from tracker.domain import recipients, segments
 from tracker.errors import InvalidRecipient
 
 MOBILE = {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
 
 
-def reference_recipient(raw: str) -> messages.Recipient | str:
+def reference_recipient(raw: str) -> recipients.Recipient | str:
     """The library's generic path, step by step; an error is returned as its reason."""
     compact = "".join(ch for ch in raw if ch not in " -.()\t")
     try:
-        number = phonenumbers.parse(messages._dialling_form(compact), "KE")
+        number = phonenumbers.parse(recipients._dialling_form(compact), "KE")
     except phonenumbers.NumberParseException:
         return "is not a valid Kenyan mobile number"
     if phonenumbers.region_code_for_number(number) != "KE":
@@ -28,12 +28,12 @@ def reference_recipient(raw: str) -> messages.Recipient | str:
     if phonenumbers.number_type(number) not in MOBILE:
         return "is not a Kenyan mobile number"
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return messages.Recipient(e164[1:], carrier.name_for_number(number, "en") or None)
+    return recipients.Recipient(e164[1:], carrier.name_for_number(number, "en") or None)
 
 
-def actual_recipient(raw: str) -> messages.Recipient | str:
+def actual_recipient(raw: str) -> recipients.Recipient | str:
     try:
-        return messages.normalise_recipient(raw)
+        return recipients.normalise_recipient(raw)
     except InvalidRecipient as exc:
         return str(exc).split("' ", 1)[1]
 
@@ -63,15 +63,15 @@ def test_unusual_forms_still_take_the_generic_parser(raw: str) -> None:
     assert actual_recipient(raw) == reference_recipient(raw)
 
 
-def reference_parts(text: str) -> tuple[messages.Encoding, int, int]:
+def reference_parts(text: str) -> tuple[segments.Encoding, int, int]:
     """Character by character, as the GSM and UCS-2 rules are written."""
-    gsm = set(messages.GSM7_BASIC) | set(messages.GSM7_EXTENSION)
+    gsm = set(segments.GSM7_BASIC) | set(segments.GSM7_EXTENSION)
     if all(ch in gsm for ch in text):
-        costs = [2 if ch in messages.GSM7_EXTENSION else 1 for ch in text]
-        encoding, single, multi = messages.Encoding.GSM7, 160, 153
+        costs = [2 if ch in segments.GSM7_EXTENSION else 1 for ch in text]
+        encoding, single, multi = segments.Encoding.GSM7, 160, 153
     else:
         costs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-        encoding, single, multi = messages.Encoding.UCS2, 70, 67
+        encoding, single, multi = segments.Encoding.UCS2, 70, 67
     parts, used = 1, 0
     if sum(costs) > single:
         for cost in costs:
@@ -96,5 +96,5 @@ def test_segment_counts_like_the_character_by_character_rule(alphabet: str) -> N
     characters = ALPHABETS[alphabet]
     for length in range(1, 480):
         text = "".join(chooser.choice(characters) for _ in range(length))
-        found = messages.segment(text)
+        found = segments.segment(text)
         assert (found.encoding, found.segments, found.units) == reference_parts(text), text

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tracker.pacing import JITTER_MARGIN_SECONDS, WINDOW_SECONDS, Pacer
+from tracker.dispatch.pacing import JITTER_MARGIN_SECONDS, WINDOW_SECONDS, Pacer
 
 
 class FakeTime:

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from tracker import errors, messages, schemas
+from tracker import errors
+from tracker.domain import status
+from tracker.sending import schemas
 
 
 def problems(data: dict[str, Any]) -> dict[str, list[str]]:
@@ -36,7 +38,7 @@ def test_error_locations_read_like_field_paths(loc: tuple[int | str, ...], path:
 def test_a_minimal_request_gets_the_defaults() -> None:
     """Only to and message are required; priority is normal."""
     request = schemas.parse_send({"to": "0712345678", "message": "hi"})
-    assert request.priority is messages.Priority.NORMAL
+    assert request.priority is status.Priority.NORMAL
     assert (request.sender_name, request.valid_for, request.metadata) == (None, None, None)
 
 
@@ -118,7 +120,7 @@ def test_message_out_renders_every_field_of_the_model() -> None:
     model = schemas.MessageOut.model_validate(out)
     assert (model.to, model.priority, model.metadata) == (
         "254712345678",
-        messages.Priority.HIGH,
+        status.Priority.HIGH,
         {"a": 1},
     )
 

@@ -28,9 +28,11 @@ from typing import Any
 from sqlalchemy import Table, and_, case, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import db, logs, messages, models, outbox
+from tracker import db, logs, models
+from tracker.dispatch import outbox
+from tracker.domain import status
 
-Status = messages.Status
+Status = status.Status
 BATCH_SIZE = 100  # messages per transaction: about 10 ms of the write lock on SQLite
 MAX_BATCHES = 100  # per sweep (10,000 messages); the rest at the next one, a second later
 log = logs.get_logger(__name__)
@@ -198,8 +200,8 @@ def _sqlite_statements(
         _SQLITE_MOVE,
         {
             **params,
-            "expired_rank": messages.RANK[Status.EXPIRED],
-            "failed_rank": messages.RANK[Status.FAILED],
+            "expired_rank": status.RANK[Status.EXPIRED],
+            "failed_rank": status.RANK[Status.FAILED],
             "expired_error": outbox.VALIDITY_RAN_OUT,
             "failed_error": outbox.WINDOW_RAN_OUT,
         },
@@ -258,7 +260,7 @@ async def expire_batch(
         .where(chosen)
         .values(
             status=_verdict(now, Status.EXPIRED.value, Status.FAILED.value),
-            rank=_verdict(now, messages.RANK[Status.EXPIRED], messages.RANK[Status.FAILED]),
+            rank=_verdict(now, status.RANK[Status.EXPIRED], status.RANK[Status.FAILED]),
             error=_verdict(now, outbox.VALIDITY_RAN_OUT, outbox.WINDOW_RAN_OUT),
             final_at=now,
             updated_at=now,

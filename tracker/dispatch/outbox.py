@@ -25,10 +25,11 @@ from typing import Any
 from sqlalchemy import case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import logs, messages, models
-from tracker.kimisms import Acceptance
+from tracker import logs, models
+from tracker.dispatch.kimisms import Acceptance
+from tracker.domain import status
 
-Status = messages.Status
+Status = status.Status
 SOURCE = "dispatcher"
 DUE_STATUSES = (Status.QUEUED.value, Status.SENDING.value)
 VALIDITY_RAN_OUT = "validity ran out before it could be sent"
@@ -36,7 +37,7 @@ WINDOW_RAN_OUT = "retries stopped: the validity or the provider's 24 h idempoten
 log = logs.get_logger(__name__)
 
 
-Outcome = messages.Outcome
+Outcome = status.Outcome
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ async def _move(
     result = await session.execute(
         update(models.Message)
         .where(where)
-        .values(status=target.value, rank=messages.RANK[target], **fields)
+        .values(status=target.value, rank=status.RANK[target], **fields)
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
@@ -241,7 +242,7 @@ async def record_acceptance(
             accepted_at=func.coalesce(m.accepted_at, now),
             lease_until=None,
             # A report that already made it final keeps whatever it recorded.
-            error=case((m.rank <= messages.RANK[Status.PENDING], None), else_=m.error),
+            error=case((m.rank <= status.RANK[Status.PENDING], None), else_=m.error),
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -369,7 +370,7 @@ async def schedule_retry(
     """Back to ``queued`` until ``at``, same key. A refusal that took nothing (429, the
     account) does not count as an attempt: the message still never reached a phone."""
     m = models.Message
-    counted = outcome not in messages.UNSENT_OUTCOMES
+    counted = outcome not in status.UNSENT_OUTCOMES
     values = {"next_attempt_at": at, "error": reason}
     if not counted:
         values["attempts"] = m.attempts - 1

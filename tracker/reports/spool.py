@@ -27,7 +27,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 from tracker import db, logs
-from tracker.reports import Receipt
+from tracker.reports.plan import Receipt
 
 log = logs.get_logger(__name__)
 CLAIMED_SUFFIX = ".replaying"

@@ -22,19 +22,11 @@ from collections.abc import Awaitable
 
 import httpx
 
-from tracker import (
-    capability,
-    db,
-    errors,
-    expiry,
-    kimisms,
-    leadership,
-    logs,
-    metrics,
-    outbox,
-    store,
-)
-from tracker.pacing import Pacer
+from tracker import db, errors, logs, metrics
+from tracker.dispatch import expiry, kimisms, leadership, outbox
+from tracker.dispatch.pacing import Pacer
+from tracker.reports import capability
+from tracker.sending import store
 from tracker.settings import Settings
 
 log = logs.get_logger(__name__)

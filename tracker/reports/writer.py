@@ -30,7 +30,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from tracker import db, receipt_store, reports
+from tracker import db
+from tracker.reports import plan, statements
 
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks (well under 1 ms)
 # Keyword arguments SQLAlchemy's asyncpg adapter takes for itself.
@@ -43,18 +44,18 @@ _ADAPTER_ONLY = (
 
 class ReceiptWriter(Protocol):
     async def apply(
-        self, receipts: list[reports.Receipt], *, refuse: Collection[str] = ()
-    ) -> list[reports.Outcome]:
-        """Apply a batch in one transaction (``refuse``: see ``reports.plan``)."""
+        self, receipts: list[plan.Receipt], *, refuse: Collection[str] = ()
+    ) -> list[plan.Outcome]:
+        """Apply a batch in one transaction (``refuse``: see ``plan.decide``)."""
 
     async def close(self) -> None: ...
 
 
 def for_database(
-    database: db.Database, deadline_seconds: float, *, cap: int = reports.REPORTS_PER_MESSAGE
+    database: db.Database, deadline_seconds: float, *, cap: int = plan.REPORTS_PER_MESSAGE
 ) -> ReceiptWriter:
     """The writer for the database's dialect, connecting like its engine does;
-    ``cap``: the receipts stored per message (``reports.plan``)."""
+    ``cap``: the receipts stored per message (``plan.decide``)."""
     engine = database.engine
     args, kwargs = engine.dialect.create_connect_args(engine.url)
     if database.is_sqlite:
@@ -86,8 +87,8 @@ class SQLiteWriter:
         self._cancelled = False
 
     async def apply(
-        self, receipts: list[reports.Receipt], *, refuse: Collection[str] = ()
-    ) -> list[reports.Outcome]:
+        self, receipts: list[plan.Receipt], *, refuse: Collection[str] = ()
+    ) -> list[plan.Outcome]:
         # One deadline for the whole batch, the wait for the write lock included.
         self._give_up_at = time.monotonic() + self._deadline
         self._cancelled = False
@@ -106,9 +107,7 @@ class SQLiteWriter:
                     await work  # the lock is held until the thread has let go
                 raise
 
-    def _apply(
-        self, receipts: list[reports.Receipt], refuse: Collection[str]
-    ) -> list[reports.Outcome]:
+    def _apply(self, receipts: list[plan.Receipt], refuse: Collection[str]) -> list[plan.Outcome]:
         """On the writer's thread: the whole transaction, within what is left of the deadline."""
         connection = self._connection or self._open()
         left_ms = max(1, int((self._give_up_at - time.monotonic()) * 1000))
@@ -117,7 +116,7 @@ class SQLiteWriter:
             # statement still running past the deadline is aborted ("interrupted").
             connection.execute(f"PRAGMA busy_timeout={left_ms}")
             connection.execute("BEGIN IMMEDIATE")
-            outcomes = receipt_store.apply_on_sqlite(
+            outcomes = statements.apply_on_sqlite(
                 connection, receipts, cap=self._cap, refuse=refuse
             )
             connection.execute("COMMIT")
@@ -160,19 +159,19 @@ class PostgreSQLWriter:
         }
         self._deadline = deadline_seconds
         self._cap = cap
-        self._timeout_ms = receipt_store.timeout_ms(deadline_seconds)
+        self._timeout_ms = statements.timeout_ms(deadline_seconds)
         self._connection: asyncpg.Connection | None = None
 
     async def apply(
-        self, receipts: list[reports.Receipt], *, refuse: Collection[str] = ()
-    ) -> list[reports.Outcome]:
+        self, receipts: list[plan.Receipt], *, refuse: Collection[str] = ()
+    ) -> list[plan.Outcome]:
         try:
             async with asyncio.timeout(self._deadline):
                 connection = await self._connected()
                 async with connection.transaction():
                     # Per transaction (SET LOCAL), as a pooler in transaction mode needs.
-                    await connection.execute(receipt_store.POSTGRESQL_TIMEOUTS, self._timeout_ms)
-                    return await receipt_store.apply_on_postgresql(
+                    await connection.execute(statements.POSTGRESQL_TIMEOUTS, self._timeout_ms)
+                    return await statements.apply_on_postgresql(
                         connection, receipts, cap=self._cap, refuse=refuse
                     )
         except BaseException:

@@ -23,8 +23,9 @@ from typing import Literal
 
 from sqlalchemy import text
 
-from tracker import db, logs, metrics, receipt_store, receipt_writer, reports
-from tracker.spool import Spool
+from tracker import db, logs, metrics
+from tracker.reports import plan, statements, writer
+from tracker.reports.spool import Spool
 
 log = logs.get_logger(__name__)
 MAX_BATCH = 256
@@ -34,12 +35,12 @@ REPLAY_INTERVAL_SECONDS = 5.0
 REPLAY_PROBE_SECONDS = 5.0  # the database answers a trivial query within this
 Spooled = Literal["spooled"]
 SPOOLED: Spooled = "spooled"
-Result = reports.Outcome | Spooled
+Result = plan.Outcome | Spooled
 
 
 @dataclass
 class _Pending:
-    receipt: reports.Receipt
+    receipt: plan.Receipt
     future: asyncio.Future[Result]
 
 
@@ -52,15 +53,13 @@ class Ingester:
         spool: Spool,
         deadline_seconds: float,
         *,
-        reports_per_message: int = reports.REPORTS_PER_MESSAGE,
+        reports_per_message: int = plan.REPORTS_PER_MESSAGE,
     ) -> None:
         self.database = database
         self.spool = spool
         self.deadline_seconds = deadline_seconds
         self.reports_per_message = reports_per_message
-        self.writer = receipt_writer.for_database(
-            database, deadline_seconds, cap=reports_per_message
-        )
+        self.writer = writer.for_database(database, deadline_seconds, cap=reports_per_message)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._broken_until = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,7 +82,7 @@ class Ingester:
             await self._spool_and_resolve([pending])
         await self.writer.close()
 
-    async def submit(self, receipt: reports.Receipt) -> Result:
+    async def submit(self, receipt: plan.Receipt) -> Result:
         """Apply (or spool) one receipt; returns only once it is durable."""
         loop = asyncio.get_running_loop()
         pending = _Pending(receipt, loop.create_future())
@@ -187,8 +186,8 @@ class Ingester:
                 log.warning("callback_replay_deferred", error=type(exc).__name__, exc_info=True)
 
 
-def _count_dropped(outcomes: list[reports.Outcome]) -> None:
-    dropped = outcomes.count(reports.Outcome.IGNORED)
+def _count_dropped(outcomes: list[plan.Outcome]) -> None:
+    dropped = outcomes.count(plan.Outcome.IGNORED)
     if dropped:
         metrics.CALLBACK_REPORTS_DROPPED.inc(dropped)
 
@@ -198,7 +197,7 @@ async def replay(
     spool: Spool,
     batch_size: int = MAX_BATCH,
     *,
-    cap: int = reports.REPORTS_PER_MESSAGE,
+    cap: int = plan.REPORTS_PER_MESSAGE,
 ) -> int:
     """Apply every spooled receipt; returns how many were read. Idempotent.
 
@@ -221,7 +220,7 @@ async def _replay_file(
     database: db.Database, spool: Spool, path: Path, batch_size: int, cap: int
 ) -> int:
     batches = spool.batches(path, batch_size)
-    count, end = 0, list[reports.Receipt]()
+    count, end = 0, list[plan.Receipt]()
     try:
         while batch := await asyncio.to_thread(next, batches, end):
             await _replay_batch(database, spool, batch, cap)
@@ -235,7 +234,7 @@ async def _replay_file(
 
 
 async def _replay_batch(
-    database: db.Database, spool: Spool, batch: list[reports.Receipt], cap: int
+    database: db.Database, spool: Spool, batch: list[plan.Receipt], cap: int
 ) -> None:
     try:
         await _apply_in_own_transaction(database, batch, cap)
@@ -256,10 +255,10 @@ async def _replay_batch(
 
 
 async def _apply_in_own_transaction(
-    database: db.Database, batch: list[reports.Receipt], cap: int
+    database: db.Database, batch: list[plan.Receipt], cap: int
 ) -> None:
     async with database.write() as session:
-        outcomes = await receipt_store.apply_receipts(session, batch, cap=cap)
+        outcomes = await statements.apply_receipts(session, batch, cap=cap)
     _count_dropped(outcomes)
 
 
@@ -279,7 +278,7 @@ def _reason(error: Exception) -> str:
     return f"{type(cause).__name__}: {db.driver_message(error)}"[:300]
 
 
-async def _quarantine(spool: Spool, receipt: reports.Receipt, error: Exception) -> None:
+async def _quarantine(spool: Spool, receipt: plan.Receipt, error: Exception) -> None:
     reason = _reason(error)
     await asyncio.to_thread(spool.quarantine, receipt, reason)
     metrics.CALLBACKS.labels(outcome="quarantined").inc()

@@ -31,9 +31,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tracker import api, auth, db, errors, logs, messages, metrics, queries, schemas
+from tracker import auth, db, errors, logs, metrics
+from tracker.domain import recipients, status
+from tracker.ops import queries
+from tracker.sending import api, schemas
 from tracker.services import services_of
 from tracker.settings import Settings
+
+Status = status.Status  # fields and options named ``status`` shadow the module
 
 log = logs.get_logger(__name__)
 SCRAPE_TIMEOUT_SECONDS = 2.0
@@ -76,7 +81,7 @@ class ListParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     repeatable: ClassVar[frozenset[str]] = frozenset({"status"})
 
-    status: list[messages.Status] = Field(
+    status: list[Status] = Field(
         default_factory=list, description="Repeat for several: status=failed&status=rejected"
     )
     to: str | None = Field(default=None, description="The recipient, in any accepted form")
@@ -115,7 +120,7 @@ class ListParams(BaseModel):
     @field_validator("to")
     @classmethod
     def normalise_to(cls, value: str | None) -> str | None:
-        return None if value is None else messages.normalise_recipient(value).msisdn
+        return None if value is None else recipients.normalise_recipient(value).msisdn
 
 
 class StatsParams(BaseModel):
@@ -339,8 +344,8 @@ async def refresh_database_gauges(database: db.Database, settings: Settings) -> 
         log.warning("metrics_database_unavailable", error=type(exc).__name__)
         metrics.DATABASE_UP.set(0)
         return False
-    for status, count in totals.items():
-        metrics.MESSAGES.labels(status=status).set(count)
+    for name, count in totals.items():
+        metrics.MESSAGES.labels(status=name).set(count)
     metrics.QUEUE_DEPTH.set(queue.depth)
     metrics.OLDEST_QUEUED_AGE.set(queue.oldest_queued_age_seconds or 0)
     metrics.OVERDUE.set(overdue)
@@ -387,7 +392,7 @@ async def prometheus_metrics(_request: Request) -> Response:
 
 @functools.cache
 def _openapi_document() -> dict[str, Any]:
-    from tracker import openapi
+    from tracker.ops import openapi
 
     return openapi.document()
 

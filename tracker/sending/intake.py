@@ -15,7 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracker import errors, messages, models, schemas
+from tracker import errors, models
+from tracker.domain import recipients, segments, status
+from tracker.sending import schemas
 from tracker.settings import Settings
 
 MAX_METADATA_DEPTH = 32  # levels of nested objects and lists
@@ -33,7 +35,7 @@ class Intake:
     now: dt.datetime
     # A batch often repeats recipients; each distinct number is checked once
     # (a refused one is remembered by the reason it was refused).
-    _recipients: dict[str, messages.Recipient | str] = field(default_factory=dict)
+    _recipients: dict[str, recipients.Recipient | str] = field(default_factory=dict)
 
     def row(self, request: schemas.SendRequest) -> dict[str, Any]:
         """The ``messages`` row for a request (column names), or ValidationFailed."""
@@ -55,11 +57,11 @@ class Intake:
             "body": request.message,
             "segments": parts.segments,
             "encoding": parts.encoding.value,
-            "priority": messages.PRIORITY_ORDER[request.priority],
+            "priority": status.PRIORITY_ORDER[request.priority],
             "reference": request.reference,
             "metadata": request.metadata,
-            "status": messages.Status.QUEUED.value,
-            "rank": messages.RANK[messages.Status.QUEUED],
+            "status": status.Status.QUEUED.value,
+            "rank": status.RANK[status.Status.QUEUED],
             "attempts": 0,
             "next_attempt_at": send_at or self.now,
             "send_at": send_at,
@@ -96,11 +98,11 @@ class Intake:
             raise errors.ValidationFailed(problems)
         return rows
 
-    def _recipient(self, raw: str, problems: Problems) -> messages.Recipient | None:
+    def _recipient(self, raw: str, problems: Problems) -> recipients.Recipient | None:
         known = self._recipients.get(raw)
         if known is None:
             try:
-                known = messages.normalise_recipient(raw)
+                known = recipients.normalise_recipient(raw)
             except errors.InvalidRecipient as exc:
                 known = str(exc)
             self._recipients[raw] = known
@@ -146,14 +148,14 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else value.astimezone(dt.UTC)
 
 
-def _segmentation(text: str, max_segments: int, problems: Problems) -> messages.Segmentation | None:
+def _segmentation(text: str, max_segments: int, problems: Problems) -> segments.Segmentation | None:
     if not _check_text("message", text, problems):
         return None
     if not text.strip():
         problems["message"] = ["must not be blank"]
         return None
     try:
-        return messages.check_length(text, max_segments)
+        return segments.check_length(text, max_segments)
     except errors.MessageTooLong as exc:
         problems["message"] = [str(exc)]
         return None

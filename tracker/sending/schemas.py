@@ -26,7 +26,13 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from tracker import errors, messages
+from tracker import errors
+from tracker.domain import segments, status
+
+# The models have fields named ``status`` and ``segments``, which shadow the modules.
+Status = status.Status
+Priority = status.Priority
+Encoding = segments.Encoding
 
 MAX_REFERENCE_CHARS = 128
 MAX_VALID_FOR_SECONDS = 366 * 86_400  # a year: beyond it a validity means nothing here
@@ -65,7 +71,7 @@ def _in_utc(value: dt.datetime) -> dt.datetime:
 Timestamp = Annotated[
     AwareDatetime, Field(strict=False), BeforeValidator(_date_time_text), AfterValidator(_in_utc)
 ]
-PriorityName = Annotated[messages.Priority, Field(strict=False)]
+PriorityName = Annotated[Priority, Field(strict=False)]
 
 
 class SendRequest(BaseModel):
@@ -81,7 +87,7 @@ class SendRequest(BaseModel):
     sender_name: str | None = Field(
         default=None, description="A sender id on the allow-list; default: the first one"
     )
-    priority: PriorityName = messages.Priority.NORMAL
+    priority: PriorityName = Priority.NORMAL
     reference: str | None = Field(
         default=None, max_length=MAX_REFERENCE_CHARS, description="The caller's own id"
     )
@@ -109,8 +115,8 @@ class BatchRequest(BaseModel):
 class EventOut(BaseModel):
     """One entry of a message's history."""
 
-    from_status: messages.Status | None
-    to_status: messages.Status | None
+    from_status: Status | None
+    to_status: Status | None
     source: str
     detail: str | None
     payload: dict[str, Any] | None
@@ -121,13 +127,13 @@ class MessageOut(BaseModel):
     """A message as the API returns it."""
 
     id: uuid.UUID
-    status: messages.Status
+    status: Status
     to: str = Field(description="The normalised number, e.g. 254712345678")
     network: str | None
     sender_name: str
     segments: int
-    encoding: messages.Encoding
-    priority: messages.Priority
+    encoding: Encoding
+    priority: Priority
     reference: str | None
     metadata: dict[str, Any] | None
     client: str = Field(description="The name of the API key that sent it")
@@ -317,7 +323,7 @@ def describe(error: Mapping[str, Any]) -> str:
 
 # --- messages out ------------------------------------------------------------
 
-_PRIORITY_NAMES = {order: priority.value for priority, order in messages.PRIORITY_ORDER.items()}
+_PRIORITY_NAMES = {order: priority.value for priority, order in status.PRIORITY_ORDER.items()}
 
 
 def message_out(row: Mapping[Any, Any]) -> dict[str, Any]:

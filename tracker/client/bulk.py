@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tracker import idempotency
+from tracker.sending import idempotency
 
 BATCH_PATH = "/v1/messages/batch"
 DEFAULT_CHUNK_SIZE = 1000

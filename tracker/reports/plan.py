@@ -24,7 +24,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tracker import logs, messages
+from tracker import logs
+from tracker.domain import status
+
+Status = status.Status  # fields and options named ``status`` shadow the module
 
 log = logs.get_logger(__name__)
 MAX_STATUS_LENGTH = 64
@@ -178,7 +181,7 @@ def storable_text(raw: str) -> str:
 class Snapshot:
     """What the batch knows of a message, kept current as the batch applies."""
 
-    status: messages.Status
+    status: Status
     contact: str
     provider_message_id: str | None
 
@@ -271,11 +274,11 @@ class Plan:
     events: list[EventRow] = field(default_factory=list)
 
 
-Decision = tuple[Outcome, str | None, messages.Status | None]
+Decision = tuple[Outcome, str | None, Status | None]
 _IGNORED: Decision = (Outcome.IGNORED, None, None)
 
 
-def _decide(
+def _decide_one(
     plan: Plan, stored: Stored, receipt: Receipt, message: Snapshot | None, *, capped: bool
 ) -> Decision:
     """(outcome, detail, new status) for one receipt; updates ``stored`` and the plan.
@@ -299,26 +302,26 @@ def _judge(
     plan: Plan, stored: Stored, receipt: Receipt, report: Report, message: Snapshot, *, capped: bool
 ) -> Decision:
     """The decision for a report that does not contradict its message."""
-    kind = messages.classify_report(report.status)
-    target = messages.status_for_report(kind)
-    if capped and (target is None or not messages.can_move(message.status, target)):
+    kind = status.classify_report(report.status)
+    target = status.status_for_report(kind)
+    if capped and (target is None or not status.can_move(message.status, target)):
         return _IGNORED
     if report.provider_message_id and message.provider_message_id is None:
         message.provider_message_id = report.provider_message_id
         stored.owners[report.provider_message_id] = receipt.message_id
         _note(plan, receipt.message_id, message, status_words=None)
     if target is None:
-        if not messages.is_final(message.status):  # a final status keeps its own words
+        if not status.is_final(message.status):  # a final status keeps its own words
             _note(plan, receipt.message_id, message, status_words=report)
         return _no_move(receipt, report, kind)
-    if not messages.can_move(message.status, target):
+    if not status.can_move(message.status, target):
         return Outcome.STALE, f"{report.status!r} after {message.status}", None
     # The move carries the adopted provider id itself, so no message is the
     # target of two UPDATEs in one statement (PostgreSQL applies only one).
     plan.notes.pop(receipt.message_id, None)
     plan.moves[receipt.message_id] = Move(
         receipt.message_id,
-        messages.RANK[target],
+        status.RANK[target],
         target.value,
         report.status,
         report.description,
@@ -347,8 +350,8 @@ def _note(
     plan.notes[message_id] = Note(message.provider_message_id, *words)
 
 
-def _no_move(receipt: Receipt, report: Report, kind: messages.ReportKind) -> Decision:
-    if kind is messages.ReportKind.UNKNOWN:
+def _no_move(receipt: Receipt, report: Report, kind: status.ReportKind) -> Decision:
+    if kind is status.ReportKind.UNKNOWN:
         log.warning(
             "callback_unknown_status",
             message_id=str(receipt.message_id),
@@ -361,7 +364,7 @@ def _no_move(receipt: Receipt, report: Report, kind: messages.ReportKind) -> Dec
 REFUSED_BY_DATABASE = "refused: the database refused this report"
 
 
-def plan(
+def decide(
     receipts: list[Receipt],
     stored: Stored,
     *,
@@ -388,7 +391,7 @@ def plan(
         if receipt.dedupe_key in refuse:
             decision: Decision = (Outcome.MISMATCH, REFUSED_BY_DATABASE, None)
         else:
-            decision = _decide(result, stored, receipt, snapshot, capped=count >= cap)
+            decision = _decide_one(result, stored, receipt, snapshot, capped=count >= cap)
         outcome, detail, moved_to = decision
         result.outcomes.append(outcome)
         if outcome is Outcome.IGNORED:
@@ -430,8 +433,8 @@ def _receipt_row(receipt: Receipt, outcome: Outcome) -> ReceiptRow:
 def _event_row(
     receipt: Receipt,
     report: Report | None,
-    before: messages.Status | None,
-    moved_to: messages.Status | None,
+    before: Status | None,
+    moved_to: Status | None,
     detail: str | None,
 ) -> EventRow:
     payload = _known_fields(report) if report else {"raw": storable_text(receipt.body[:1000])}

@@ -28,7 +28,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import db, errors, messages, models
+from tracker import db, errors, models
+from tracker.domain import status
 
 Row = Mapping[Any, Any]  # column name -> value (SQLAlchemy's RowMapping fits)
 MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
@@ -108,10 +109,10 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     already cancelled is answered as it is: a retried cancel is not an error.
     """
     now = db.utcnow()
-    cancelled = messages.Status.CANCELLED
+    cancelled = status.Status.CANCELLED
     condition = [
         MESSAGES.c.id == message_id,
-        MESSAGES.c.status == messages.Status.QUEUED.value,
+        MESSAGES.c.status == status.Status.QUEUED.value,
         # Waiting for a retry of a call KIMISMS may have taken: no longer ours to stop.
         MESSAGES.c.attempts == 0,
     ]
@@ -122,7 +123,7 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
         .where(*condition)
         .values(
             status=cancelled.value,
-            rank=messages.RANK[cancelled],
+            rank=status.RANK[cancelled],
             next_attempt_at=None,
             final_at=now,
             updated_at=now,
@@ -135,7 +136,7 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     await session.execute(
         insert(EVENTS).values(
             message_id=message_id,
-            from_status=messages.Status.QUEUED.value,
+            from_status=status.Status.QUEUED.value,
             to_status=cancelled.value,
             source=SOURCE,
             detail="cancelled by the sender",
@@ -155,9 +156,9 @@ async def _not_cancelled_now(
     row = (await session.execute(query)).mappings().one_or_none()
     if row is None:
         raise errors.NotFound("message not found")
-    if row["status"] == messages.Status.QUEUED.value:
+    if row["status"] == status.Status.QUEUED.value:
         raise errors.Conflict(RETRY_NOT_CANCELLABLE)
-    if row["status"] != messages.Status.CANCELLED.value:
+    if row["status"] != status.Status.CANCELLED.value:
         raise errors.Conflict(f"message is {row['status']}; only queued messages can be cancelled")
     return row
 

@@ -23,7 +23,11 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.text import Text
 
-from tracker import bulk, idempotency, messages, opsviews
+from tracker.client import bulk, views
+from tracker.domain import status
+from tracker.sending import idempotency
+
+Status = status.Status  # fields and options named ``status`` shadow the module
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 30.0
@@ -112,7 +116,7 @@ def send(
         Path | None, typer.Option("--csv", help="One message per row; needs a 'to' column.")
     ] = None,
     sender_name: Annotated[str | None, typer.Option(help="An allowed sender id.")] = None,
-    priority: Annotated[messages.Priority, typer.Option()] = messages.Priority.NORMAL,
+    priority: Annotated[status.Priority, typer.Option()] = status.Priority.NORMAL,
     reference: Annotated[str | None, typer.Option(help="Your own id (one message).")] = None,
     chunk_size: Annotated[int, typer.Option(min=1, max=10_000)] = bulk.DEFAULT_CHUNK_SIZE,
     as_json: AsJson = False,
@@ -130,7 +134,7 @@ def send(
             return
         assert csv_file is not None  # noqa: S101 - checked above
         outcome = _send_csv(api, csv_file, message, extra, chunk_size)
-    opsviews.print_bulk_outcome(out, outcome, as_json)
+    views.print_bulk_outcome(out, outcome, as_json)
     if outcome.refused:
         raise typer.Exit(EXIT_SOME_REFUSED)
 
@@ -171,9 +175,7 @@ def list_messages(
     *,
     url: Url = DEFAULT_URL,
     key: Key = "",
-    status: Annotated[
-        list[messages.Status] | None, typer.Option(help="Repeat for several.")
-    ] = None,
+    status: Annotated[list[Status] | None, typer.Option(help="Repeat for several.")] = None,
     to: Annotated[str | None, typer.Option()] = None,
     reference: Annotated[str | None, typer.Option()] = None,
     sender_name: Annotated[str | None, typer.Option()] = None,
@@ -209,7 +211,7 @@ def _show_page(page: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(page)
         return
-    out.print(opsviews.messages_table(page["messages"]))
+    out.print(views.messages_table(page["messages"]))
     if page["next_cursor"]:
         out.print(f"more: --cursor {page['next_cursor']}", highlight=False)
 
@@ -231,8 +233,8 @@ def show_message(
     if as_json:
         print_json(found)
         return
-    out.print(opsviews.message_table(found))
-    out.print(opsviews.timeline_table(found["events"]))
+    out.print(views.message_table(found))
+    out.print(views.timeline_table(found["events"]))
 
 
 def stats(
@@ -250,7 +252,7 @@ def stats(
     if as_json:
         print_json(found)
         return
-    out.print(opsviews.stats_table(found))
+    out.print(views.stats_table(found))
 
 
 def watch(
@@ -283,7 +285,7 @@ def watch(
 def _snapshot(api: Api, limit: int) -> Any:
     page = api.json("GET", "/v1/messages", params={"limit": limit})
     summary = api.json("GET", "/v1/stats", params={"window": "15m"})
-    return opsviews.watch_view(page["messages"], summary)
+    return views.watch_view(page["messages"], summary)
 
 
 def register(cli: typer.Typer) -> None:

@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracker import auth, db, errors, idempotency, intake, logs, schemas, store, web
+from tracker import auth, db, errors, logs, web
+from tracker.sending import idempotency, intake, schemas, store
 from tracker.services import Services, services_of
 
 log = logs.get_logger(__name__)

@@ -25,7 +25,7 @@ import httpx
 from sqlalchemy import delete
 
 from tracker import db, errors, logs, metrics, models
-from tracker.pacing import Pacer
+from tracker.dispatch.pacing import Pacer
 
 log = logs.get_logger(__name__)
 REFRESH_MARGIN = dt.timedelta(days=1)

@@ -21,8 +21,9 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tracker import capability, db, logs, metrics, reports, web
+from tracker import db, logs, metrics, web
 from tracker.middleware import REQUEST_ID_HEADER, request_id_of
+from tracker.reports import capability, plan
 
 if TYPE_CHECKING:
     from tracker.services import Services
@@ -35,9 +36,9 @@ _DETAILS = {
     "too_large": "callback body too large",
     "unavailable": "temporarily unable to store the callback",
     "internal_error": "internal error",
-    reports.Outcome.MISMATCH.value: "report contradicts the message it was sent for",
-    reports.Outcome.MALFORMED.value: "not a delivery report",
-    reports.Outcome.UNKNOWN_MESSAGE.value: "not found",
+    plan.Outcome.MISMATCH.value: "report contradicts the message it was sent for",
+    plan.Outcome.MALFORMED.value: "not a delivery report",
+    plan.Outcome.UNKNOWN_MESSAGE.value: "not found",
 }
 
 
@@ -113,7 +114,7 @@ class CallbackEndpoint:
         except web.PayloadTooLarge:
             return "too_large", 413, str(message_id)
         client = scope.get("client")
-        receipt = reports.Receipt(
+        receipt = plan.Receipt(
             message_id=message_id,
             body=body.decode("utf-8", errors="replace"),
             remote_addr=client[0] if client else None,
@@ -124,7 +125,7 @@ class CallbackEndpoint:
             result = await services.callbacks.submit(receipt)
         except OSError:
             return "unavailable", 503, str(message_id)
-        status_code = 200 if result == "spooled" else reports.HTTP_STATUS.get(result, 200)
+        status_code = 200 if result == "spooled" else plan.HTTP_STATUS.get(result, 200)
         return str(result), status_code, str(message_id)
 
 

@@ -1,7 +1,7 @@
 """The statements that apply a batch of receipts, per database.
 
 A batch is a handful of set-based statements sent straight to the driver,
-inside a transaction: the reads that ``reports.plan`` decides from, then the
+inside a transaction: the reads that ``plan.decide`` decides from, then the
 writes it planned. Through SQLAlchemy the same batch cost several times more
 (per-row bind processing, and on SQLite several trips to the driver's thread
 per statement). Values are passed in the forms the models' column types store
@@ -24,19 +24,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import messages, reports
+from tracker.domain import status
+from tracker.reports import plan
 
 Statement = tuple[str, tuple[Any, ...]]
 # The highest rank that is not final: a report's status words are kept up to it.
-_NOT_FINAL_RANK = messages.RANK[messages.Status.PENDING]
+_NOT_FINAL_RANK = status.RANK[status.Status.PENDING]
 
 
 async def apply_receipts(
     session: AsyncSession,
-    receipts: list[reports.Receipt],
+    receipts: list[plan.Receipt],
     *,
-    cap: int = reports.REPORTS_PER_MESSAGE,
-) -> list[reports.Outcome]:
+    cap: int = plan.REPORTS_PER_MESSAGE,
+) -> list[plan.Outcome]:
     """Apply a batch in the session's write transaction; one outcome per receipt.
 
     For the replayer and the CLI, which have no deadline (the ingester's own
@@ -54,50 +55,50 @@ async def apply_receipts(
     if postgresql:
         return await apply_on_postgresql(driver, receipts, cap=cap)
     rows = await driver.execute_fetchall(*_SQLite.reads(receipts, cap))
-    plan = reports.plan(receipts, _SQLite.decode_reads(rows), cap=cap)
-    for statement in _SQLite.writes(plan):
+    decided = plan.decide(receipts, _SQLite.decode_reads(rows), cap=cap)
+    for statement in _SQLite.writes(decided):
         await driver.execute_fetchall(*statement)
-    return plan.outcomes
+    return decided.outcomes
 
 
 def apply_on_sqlite(
     connection: sqlite3.Connection,
-    receipts: list[reports.Receipt],
+    receipts: list[plan.Receipt],
     *,
-    cap: int = reports.REPORTS_PER_MESSAGE,
+    cap: int = plan.REPORTS_PER_MESSAGE,
     refuse: Collection[str] = (),
-) -> list[reports.Outcome]:
+) -> list[plan.Outcome]:
     """The batch on a plain sqlite3 connection, in the transaction the caller began
-    (``cap`` and ``refuse``: see ``reports.plan``)."""
+    (``cap`` and ``refuse``: see ``plan.decide``)."""
     rows = connection.execute(*_SQLite.reads(receipts, cap)).fetchall()
     stored = _SQLite.decode_reads(rows)
-    plan = reports.plan(receipts, stored, cap=cap, refuse=refuse)
-    for statement in _SQLite.writes(plan):
+    decided = plan.decide(receipts, stored, cap=cap, refuse=refuse)
+    for statement in _SQLite.writes(decided):
         connection.execute(*statement)
-    return plan.outcomes
+    return decided.outcomes
 
 
 async def apply_on_postgresql(
     driver: Any,
-    receipts: list[reports.Receipt],
+    receipts: list[plan.Receipt],
     *,
-    cap: int = reports.REPORTS_PER_MESSAGE,
+    cap: int = plan.REPORTS_PER_MESSAGE,
     refuse: Collection[str] = (),
-) -> list[reports.Outcome]:
+) -> list[plan.Outcome]:
     """The batch on an asyncpg connection, in the transaction the caller began."""
     ids = list({r.message_id for r in receipts})
     rows = await driver.fetch(_PostgreSQL.SNAPSHOTS, ids)
-    stored = reports.Stored(snapshots={uuid.UUID(int=row[0].int): _snapshot(row) for row in rows})
+    stored = plan.Stored(snapshots={uuid.UUID(int=row[0].int): _snapshot(row) for row in rows})
     # Read after the locks: a concurrent batch holding one of these messages (the
     # replayer's) has committed by now, so its receipts count as duplicates here.
     keys = list({r.dedupe_key for r in receipts})
     for kind, key, value in await driver.fetch(
-        _PostgreSQL.KNOWN, keys, reports.provider_ids(receipts), ids, cap
+        _PostgreSQL.KNOWN, keys, plan.provider_ids(receipts), ids, cap
     ):
         _decode_known(stored, kind, key, value)
-    plan = reports.plan(receipts, stored, cap=cap, refuse=refuse)
-    await driver.execute(_PostgreSQL.WRITE, *_PostgreSQL.parameters(plan))
-    return plan.outcomes
+    decided = plan.decide(receipts, stored, cap=cap, refuse=refuse)
+    await driver.execute(_PostgreSQL.WRITE, *_PostgreSQL.parameters(decided))
+    return decided.outcomes
 
 
 # Per transaction (SET LOCAL): the deadline, and custom plans, because a generic
@@ -119,8 +120,8 @@ def _sqlite_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _snapshot(row: Any) -> reports.Snapshot:
-    return reports.Snapshot(messages.Status(row[1]), row[2], row[3])
+def _snapshot(row: Any) -> plan.Snapshot:
+    return plan.Snapshot(status.Status(row[1]), row[2], row[3])
 
 
 def _json_dumps(value: Any) -> str:
@@ -213,39 +214,41 @@ class _SQLite:
     """
 
     @classmethod
-    def reads(cls, receipts: list[reports.Receipt], cap: int) -> Statement:
+    def reads(cls, receipts: list[plan.Receipt], cap: int) -> Statement:
         ids = list({r.message_id.hex for r in receipts})
         keys = list({r.dedupe_key for r in receipts})
-        claimed = reports.provider_ids(receipts)
+        claimed = plan.provider_ids(receipts)
         return cls.READS, (_json_dumps(ids), _json_dumps(keys), _json_dumps(claimed), cap)
 
     @staticmethod
-    def decode_reads(rows: Iterable[Any]) -> reports.Stored:
+    def decode_reads(rows: Iterable[Any]) -> plan.Stored:
         """What READS found."""
-        stored = reports.Stored()
+        stored = plan.Stored()
         for kind, key, *values in rows:
             if kind == "message":
-                snapshot = reports.Snapshot(messages.Status(values[0]), *values[1:])
+                snapshot = plan.Snapshot(status.Status(values[0]), *values[1:])
                 stored.snapshots[uuid.UUID(hex=key)] = snapshot
             else:
                 _decode_known(stored, kind, key, values[0])
         return stored
 
     @classmethod
-    def writes(cls, plan: reports.Plan) -> list[Statement]:
-        now = _sqlite_time(plan.now)
+    def writes(cls, decided: plan.Plan) -> list[Statement]:
+        now = _sqlite_time(decided.now)
         statements: list[Statement] = []
-        if plan.notes:
-            notes = [[i.hex, *note] for i, note in plan.notes.items()]
+        if decided.notes:
+            notes = [[i.hex, *note] for i, note in decided.notes.items()]
             statements.append((cls.NOTE, (_NOT_FINAL_RANK, now, _json_dumps(notes))))
-        if plan.moves:
-            moves = [[m.message_id.hex, *m[1:]] for m in plan.moves.values()]
+        if decided.moves:
+            moves = [[m.message_id.hex, *m[1:]] for m in decided.moves.values()]
             statements.append((cls.MOVE, (now, now, _json_dumps(moves))))
-        if plan.receipts:
-            rows = [[r.message_id.hex, *r[1:5], _sqlite_time(r.received_at)] for r in plan.receipts]
+        if decided.receipts:
+            rows = [
+                [r.message_id.hex, *r[1:5], _sqlite_time(r.received_at)] for r in decided.receipts
+            ]
             statements.append((cls.RECEIPTS, (now, _json_dumps(rows))))
-        if plan.events:
-            rows = [[e.message_id.hex, *e[1:5], _sqlite_time(e.created_at)] for e in plan.events]
+        if decided.events:
+            rows = [[e.message_id.hex, *e[1:5], _sqlite_time(e.created_at)] for e in decided.events]
             statements.append((cls.EVENTS, (_json_dumps(rows),)))
         return statements
 
@@ -308,21 +311,21 @@ class _PostgreSQL:
     """
 
     @staticmethod
-    def parameters(plan: reports.Plan) -> list[Any]:
+    def parameters(decided: plan.Plan) -> list[Any]:
         return [
-            list(plan.notes),
-            *_columns(list(plan.notes.values()), len(reports.Note._fields)),
-            *_columns(list(plan.moves.values()), len(reports.Move._fields)),
-            plan.now,
+            list(decided.notes),
+            *_columns(list(decided.notes.values()), len(plan.Note._fields)),
+            *_columns(list(decided.moves.values()), len(plan.Move._fields)),
+            decided.now,
             # In key order: two batches inserting the same keys (for no known message,
             # so no row lock orders them) wait for each other in one order, never in a cycle.
-            *_columns(sorted(plan.receipts, key=_by_key), len(reports.ReceiptRow._fields)),
-            *_columns(plan.events, len(reports.EventRow._fields)),
+            *_columns(sorted(decided.receipts, key=_by_key), len(plan.ReceiptRow._fields)),
+            *_columns(decided.events, len(plan.EventRow._fields)),
             _NOT_FINAL_RANK,
         ]
 
 
-def _decode_known(stored: reports.Stored, kind: str, key: str, value: Any) -> None:
+def _decode_known(stored: plan.Stored, kind: str, key: str, value: Any) -> None:
     """A row of the reads both databases share: a stored receipt's outcome, the
     message holding a provider id, or a message's receipt count."""
     if kind == "receipt":
@@ -333,7 +336,7 @@ def _decode_known(stored: reports.Stored, kind: str, key: str, value: Any) -> No
         stored.receipts[uuid.UUID(key)] = int(value)
 
 
-def _by_key(row: reports.ReceiptRow) -> str:
+def _by_key(row: plan.ReceiptRow) -> str:
     return row.dedupe_key
 
 

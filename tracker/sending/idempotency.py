@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from tracker import db, errors, store
+from tracker import db, errors
+from tracker.sending import store
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255

@@ -25,9 +25,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, func, literal, not_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import errors, messages, models
+from tracker import errors, models
+from tracker.domain import status
 
-Status = messages.Status
+Status = status.Status
 Row = Mapping[Any, Any]  # column name -> value (SQLAlchemy's RowMapping fits)
 MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
 EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
@@ -44,8 +45,8 @@ DELIVERY_SAMPLE_SIZE = 50_000
 PERCENTILES = (0.5, 0.95, 0.99)
 
 # Each dispatch attempt's event carries its outcome (outbox); other events have none.
-RATE_LIMITED = messages.Outcome.RATE_LIMITED.value
-ERROR_OUTCOMES = sorted(o.value for o in messages.ERROR_OUTCOMES)
+RATE_LIMITED = status.Outcome.RATE_LIMITED.value
+ERROR_OUTCOMES = sorted(o.value for o in status.ERROR_OUTCOMES)
 
 DUE_STATUSES = (Status.QUEUED.value, Status.SENDING.value)
 
@@ -262,8 +263,8 @@ async def _counts(
     )
     counts = dict.fromkeys((s.value for s in Status), 0)
     units = 0
-    for status, count, segments in rows:
-        counts[status] = count
+    for name, count, segments in rows:
+        counts[name] = count
         units += segments or 0
     return counts, units
 
@@ -398,6 +399,6 @@ async def status_totals(session: AsyncSession) -> dict[str, int]:
     m = MESSAGES.c
     rows = await session.execute(select(m.status, func.count()).group_by(m.status))
     totals = dict.fromkeys((s.value for s in Status), 0)
-    for status, count in rows:
-        totals[status] = count
+    for name, count in rows:
+        totals[name] = count
     return totals

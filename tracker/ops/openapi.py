@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, built from the pydantic models the handlers use.
 
 Each operation names its models: the request body (``schemas.SendRequest``...),
-the query string (``ops.ListParams``...) and one model per answer. Their JSON
+the query string (``routes.ListParams``...) and one model per answer. Their JSON
 schemas become ``components.schemas``; a query model's fields become query
 parameters. Routes without a pydantic model of their own (probes, the
 callback) are described by the small models below, which tests hold to the
@@ -19,7 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 import tracker
-from tracker import api, auth, capability, idempotency, ops, reports, schemas
+from tracker import auth
+from tracker.ops import routes
+from tracker.reports import capability, plan
+from tracker.sending import api, idempotency, schemas
 
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -48,10 +51,10 @@ class CallbackReport(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    status: str = Field(min_length=1, max_length=reports.MAX_STATUS_LENGTH, examples=["Delivered"])
+    status: str = Field(min_length=1, max_length=plan.MAX_STATUS_LENGTH, examples=["Delivered"])
     message_id: str | None = Field(default=None, description="The provider's message id")
     contact: str | None = None
-    description: str | None = Field(default=None, max_length=reports.MAX_DESCRIPTION_LENGTH)
+    description: str | None = Field(default=None, max_length=plan.MAX_DESCRIPTION_LENGTH)
 
 
 class CallbackAck(BaseModel):
@@ -108,8 +111,8 @@ OPERATIONS = (
     ),
     Operation(
         "get", api.SEND_ROUTE, "List messages, newest first", "messages",
-        _keyed(READ, {200: ("One page", ops.MessageList), 400: INVALID}),
-        scope=READ, query=ops.ListParams,
+        _keyed(READ, {200: ("One page", routes.MessageList), 400: INVALID}),
+        scope=READ, query=routes.ListParams,
     ),
     Operation(
         "post", api.BATCH_ROUTE, "Queue a batch: all or none", "messages",
@@ -131,8 +134,8 @@ OPERATIONS = (
     ),
     Operation(
         "get", "/v1/stats", "Statistics over a window", "operations",
-        _keyed(READ, {200: ("Statistics", ops.StatsOut), 400: INVALID}),
-        scope=READ, query=ops.StatsParams,
+        _keyed(READ, {200: ("Statistics", routes.StatsOut), 400: INVALID}),
+        scope=READ, query=routes.StatsParams,
     ),
     Operation(
         "get", "/v1/whoami", "The calling key's client and scopes", "operations",

@@ -1,0 +1,1 @@
+"""Dispatch: claiming due messages and handing them to KIMISMS, paced and led."""

@@ -1,0 +1,1 @@
+"""The message domain: statuses, recipients, segments. Pure; imports only ``errors``."""

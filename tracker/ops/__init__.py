@@ -1,0 +1,1 @@
+"""Operations: the query routes, their SQL, and the OpenAPI document."""

@@ -1,0 +1,1 @@
+"""Delivery reports: the callback endpoint, deciding reports, storing them, the spool."""
