@@ -44,7 +44,7 @@ import aiosqlite
 import asyncpg
 import httpx
 
-from tracker import auth, db, logs, migrate
+from tracker import auth, clock, db, logs, migrate
 from tracker.app import create_app, freeze_startup_objects
 from tracker.sending import intake, schemas
 from tracker.settings import Settings
@@ -172,7 +172,7 @@ async def stored_rows(body: bytes, size: int) -> list[dict[str, Any]]:
     """The rows the API stores for this body (new ids), built the way the API builds them."""
     settings = Settings.load(data_dir=DATA_DIR)
     batch = schemas.parse_batch(json.loads(body), size)
-    return await intake.Intake(settings, CLIENT, db.utcnow()).rows(batch)
+    return await intake.Intake(settings, CLIENT, clock.utcnow()).rows(batch)
 
 
 def _sqlite_value(value: Any) -> Any:

@@ -38,7 +38,7 @@ from sqlalchemy import func, insert, select, update
 from bench import loadgen
 from bench.callback_ingest import SECRET, free_port, requests_for
 from bench.scratch import DEFAULT_POSTGRES_URL, plain_url, scratch_database, seed_pending
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.domain import status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
 async def seed_expiring(url: str, count: int, expires_at: dt.datetime) -> None:
     """``count`` queued messages, not yet due, whose validity ends at ``expires_at``."""
     database = db.Database(url)
-    now = db.utcnow()
+    now = clock.utcnow()
     later = expires_at + dt.timedelta(hours=1)  # never due first: only the sweep moves them
     try:
         for start in range(0, count, 5000):
@@ -131,13 +131,6 @@ async def watch_sweep(url: str, count: int, give_up_at: float) -> tuple[float | 
         await database.dispose()
 
 
-def _aware(value: Any) -> dt.datetime:
-    """An aggregate comes back as text on SQLite: restore the UTC timestamp."""
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
-
-
 def spooled_count(base: str) -> int:
     """The server's own count of callbacks it spooled."""
     text = httpx.get(f"{base}/metrics", timeout=5).text
@@ -184,7 +177,7 @@ async def measure(
     sweep_n = int(rate * (SWEEP_PHASE_SECONDS / (2 if quick else 1)))
     async with scratch_database(backend, postgres_url) as url:
         ids = await seed_pending(url, quiet_n + sweep_n)
-        await seed_expiring(url, expiring, db.utcnow() + dt.timedelta(hours=1))
+        await seed_expiring(url, expiring, clock.utcnow() + dt.timedelta(hours=1))
         workdir = Path(tempfile.mkdtemp(prefix="tracker-sweep-"))
         env = {
             "TRACKER_DATABASE_URL": plain_url(url),
@@ -197,7 +190,7 @@ async def measure(
         with serve(env, log_path) as base:
             # The baseline: the same load on the same server, no sweep running.
             quiet = await loadgen.run(base, requests_for(ids, 0, quiet_n), CONCURRENCY, rate=rate)
-            await make_expire(url, db.utcnow() + dt.timedelta(seconds=EXPIRY_DELAY_SECONDS))
+            await make_expire(url, clock.utcnow() + dt.timedelta(seconds=EXPIRY_DELAY_SECONDS))
             expires_mono = time.monotonic() + EXPIRY_DELAY_SECONDS
             load = asyncio.create_task(
                 loadgen.run(base, requests_for(ids, quiet_n, sweep_n), CONCURRENCY, rate=rate)
@@ -210,8 +203,8 @@ async def measure(
     estimated = False
     if longest is None and seen is not None and last_final is not None:
         # One transaction stamped every row with the time it began; it ended by `seen`.
-        began = _aware(last_final)
-        behind = (db.utcnow() - began).total_seconds() - (time.monotonic() - seen)
+        began = clock.restore_utc(last_final)  # an aggregate: text on SQLite
+        behind = (clock.utcnow() - began).total_seconds() - (time.monotonic() - seen)
         longest, estimated = round(behind * 1000, 1), True
     during = latency(result)
     return {

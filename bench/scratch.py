@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import insert
 
-from tracker import db, migrate, models
+from tracker import clock, db, migrate, models
 from tracker.domain import status
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -48,7 +48,7 @@ def plain_url(async_url: str) -> str:
 async def seed_pending(url: str, count: int, chunk: int = 5000) -> list[uuid.UUID]:
     """``count`` messages accepted by the provider (``pending``), provider ids p-0.. ."""
     database = db.Database(url)
-    now = db.utcnow()
+    now = clock.utcnow()
     ids = [models.new_id() for _ in range(count)]
     try:
         for start in range(0, count, chunk):

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import func, select
 
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.domain import segments, status
 
 # Module-level names: the factories take a ``status`` keyword, which shadows the module.
@@ -37,7 +37,7 @@ async def add_message(
         status=status.value,
         rank=RANK[status],
         provider_message_id=provider_message_id,
-        next_attempt_at=db.utcnow(),
+        next_attempt_at=clock.utcnow(),
     )
     async with database.write() as session:
         session.add(message)

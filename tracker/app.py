@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from tracker import auth, db, health, web
 from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
-from tracker.ops import routes
+from tracker.ops import handlers, openapi
 from tracker.reports import endpoint, ingest
 from tracker.reports.spool import Spool
 from tracker.sending import api
@@ -104,7 +104,7 @@ def create_app(
             sender = dispatcher.create(settings, database, http) if run_dispatcher else None
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
             gauges_task = asyncio.create_task(
-                routes.GaugeRefresher(database, settings).run(), name="metrics-gauges"
+                handlers.GaugeRefresher(database, settings).run(), name="metrics-gauges"
             )
 
             async def stop_dispatcher() -> None:
@@ -126,7 +126,8 @@ def create_app(
     every_route = [
         *health.routes,
         *endpoint.routes,
-        *routes.routes,
+        *handlers.routes,
+        *openapi.routes,
         *api.routes,
         Route("/v1/whoami", whoami),
     ]

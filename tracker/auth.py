@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from tracker import db, models
+from tracker import clock, db, models
 
 KEY_PREFIX = "kt_"
 MAX_NAME_LENGTH = 64
@@ -111,7 +111,7 @@ async def revoke_key(database: db.Database, name: str) -> bool:
         result = await session.execute(
             update(models.ApiKey)
             .where(models.ApiKey.name == name, models.ApiKey.revoked_at.is_(None))
-            .values(revoked_at=db.utcnow())
+            .values(revoked_at=clock.utcnow())
         )
         return bool(getattr(result, "rowcount", 0))
 

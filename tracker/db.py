@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from tracker import errors
+from tracker import clock, errors
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # PostgreSQL error classes that blame the server or the session, not the data
@@ -61,9 +61,9 @@ _INTEGRITY_ERRORS = (
 )
 
 
-def utcnow() -> dt.datetime:
-    """The current time, timezone-aware UTC (the only kind the tracker uses)."""
-    return dt.datetime.now(dt.UTC)
+def sqlite_time(value: dt.datetime) -> str:
+    """UTCDateTime's text on SQLite (naive UTC, always with microseconds), for raw SQL."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -79,9 +79,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: the tracker stores aware UTC timestamps only")
-        value = value.astimezone(dt.UTC)
+        value = clock.require_aware(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(
@@ -89,9 +87,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         value: dt.datetime | None,
         dialect: Dialect,  # noqa: ARG002 - the signature is SQLAlchemy's
     ) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return clock.restore_utc(value)
 
 
 def configure_sqlite_connection(

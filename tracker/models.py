@@ -26,7 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tracker import ids
-from tracker.db import UTCDateTime, utcnow
+from tracker.clock import utcnow
+from tracker.db import UTCDateTime
 
 # Stable constraint names, so migrations can refer to them on every database.
 NAMING_CONVENTION = {

@@ -84,7 +84,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not raw.strip():
         raise errors.ValidationFailed({"body": ["a JSON object is required"]})
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = json.loads(raw, parse_constant=errors.refuse_json_constant)
     except RecursionError:
         raise errors.ValidationFailed({"body": ["invalid JSON: nested too deeply"]}) from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
@@ -92,11 +92,6 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise errors.ValidationFailed({"body": ["a JSON object is required"]})
     return data
-
-
-def _refuse_constant(name: str) -> None:
-    """Python's json reads NaN and Infinity; JSON (RFC 8259) has neither."""
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def error_response(

@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select
 from tests.conftest import SettingsFactory
 from tests.processes import free_port
 from tests.provider_loop import CLIENT_ID, CLIENT_SECRET, dispatching
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.app import create_app
 from tracker.domain import status
 from tracker.sandbox import SandboxConfig
@@ -40,7 +40,7 @@ FAULTS = SandboxConfig(
 
 
 async def queue_messages(database: db.Database, count: int) -> None:
-    now = db.utcnow()
+    now = clock.utcnow()
     rows = [
         {
             "id": models.new_id(),

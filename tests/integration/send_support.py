@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import func, select
 
 from tests.conftest import SettingsFactory
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.settings import Settings
 
 Headers = dict[str, str]
@@ -82,7 +82,7 @@ async def post_json(
 
 
 def later(seconds: float) -> dt.datetime:
-    return db.utcnow() + dt.timedelta(seconds=seconds)
+    return clock.utcnow() + dt.timedelta(seconds=seconds)
 
 
 def iso(moment: dt.datetime) -> str:

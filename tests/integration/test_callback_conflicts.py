@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from tests.conftest import running
 from tests.factories import add_message, fetch_message
 from tests.integration.test_callbacks import post, report
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.app import create_app
 from tracker.domain import status
 from tracker.reports import ingest, plan, statements
@@ -32,7 +32,7 @@ DEADLINE = 1.0
 
 
 def receipt(message_id: uuid.UUID, body: dict[str, str]) -> plan.Receipt:
-    return plan.Receipt(message_id, json.dumps(body), "127.0.0.1", db.utcnow())
+    return plan.Receipt(message_id, json.dumps(body), "127.0.0.1", clock.utcnow())
 
 
 async def receipts_of(database: db.Database, message_id: uuid.UUID) -> list[str]:

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from tests.factories import add_message, fetch_message
 from tests.integration.test_callbacks import PROVIDER_ID, post, report
-from tracker import db, errors, metrics, models
+from tracker import clock, db, errors, metrics, models
 from tracker.domain import status
 from tracker.reports import ingest, plan, statements
 from tracker.reports.spool import Spool
@@ -49,7 +49,7 @@ async def statuses(database: db.Database, ids: list[uuid.UUID]) -> list[str]:
 
 def receipt_for(message_id: uuid.UUID, body: str | bytes) -> plan.Receipt:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    return plan.Receipt(message_id, text, "127.0.0.1", db.utcnow())
+    return plan.Receipt(message_id, text, "127.0.0.1", clock.utcnow())
 
 
 @pytest.mark.parametrize("name", list(POISON_BODIES))

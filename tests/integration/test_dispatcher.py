@@ -21,9 +21,9 @@ from tests.provider_loop import (
     sends_per_key,
     wait_for,
 )
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.app import provider_client
-from tracker.dispatch import dispatcher, kimisms, outbox
+from tracker.dispatch import dispatcher, outbox
 from tracker.domain import status
 
 Status = status.Status
@@ -103,7 +103,7 @@ async def test_an_expired_message_is_never_sent(
     """Validity that ran out before sending makes the message expired, not sent."""
     message_id = await add_message(database, status=Status.QUEUED)
     async with database.write() as session:
-        past = db.utcnow() - dt.timedelta(seconds=1)
+        past = clock.utcnow() - dt.timedelta(seconds=1)
         await session.execute(
             update(models.Message).where(models.Message.id == message_id).values(expires_at=past)
         )
@@ -125,10 +125,10 @@ async def test_an_interim_report_before_the_send_answer_keeps_its_words(
             .where(models.Message.id == message_id)
             .values(provider_status="Buffered", provider_description="phone off")
         )
-    accepted = kimisms.Acceptance("p-1", "Safaricom", "Queued", "Message queued")
+    accepted = status.Acceptance("p-1", "Safaricom", "Queued", "Message queued")
     async with database.write() as session:
         moved = await outbox.record_acceptance(
-            session, message_id, accepted, attempt=0, now=db.utcnow()
+            session, message_id, accepted, attempt=0, now=clock.utcnow()
         )
     row = await fetch_message(database, message_id)
     assert moved
@@ -215,7 +215,7 @@ async def test_item_2_a_send_whose_validity_ran_out_during_a_pause_is_never_made
     """Item 2: claimed, then a 429 elsewhere pauses every send past the validity: at its
     turn the message is expired without a send-sms call (the sandbox's call log)."""
     message_id = await add_message(database, status=Status.QUEUED)
-    expires = db.utcnow() + dt.timedelta(seconds=1)
+    expires = clock.utcnow() + dt.timedelta(seconds=1)
     async with database.write() as session:
         await session.execute(
             update(models.Message).where(models.Message.id == message_id).values(expires_at=expires)

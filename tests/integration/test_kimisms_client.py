@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import SettingsFactory
 from tests.factories import add_message
 from tests.provider_loop import wait_for
-from tracker import db, errors, ids
+from tracker import clock, db, errors, ids
 from tracker.dispatch import dispatcher, kimisms
 from tracker.dispatch.pacing import Pacer
 from tracker.domain import status
@@ -81,5 +81,5 @@ async def test_item_3_a_bad_retry_after_is_a_retry_not_a_message_left_sending(
     assert "rate limited" in row.error
     assert row.lease_until is None
     assert row.next_attempt_at is not None
-    assert row.next_attempt_at <= db.utcnow() + dt.timedelta(hours=1)
+    assert row.next_attempt_at <= clock.utcnow() + dt.timedelta(hours=1)
     assert 0 < client.pacer.paused_for <= kimisms.RETRY_AFTER_MAX_SECONDS

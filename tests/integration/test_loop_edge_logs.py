@@ -18,7 +18,7 @@ from tests.conftest import SettingsFactory
 from tests.factories import add_message
 from tests.integration.test_callbacks import PROVIDER_ID, report
 from tests.processes import free_port
-from tracker import db
+from tracker import clock, db
 from tracker.dispatch import dispatcher
 from tracker.reports import ingest, plan
 from tracker.reports.spool import Spool
@@ -67,7 +67,7 @@ async def test_item_17_callback_writer_and_replayer_edges_log_the_traceback(
 ) -> None:
     """Item 17: the group commit and the replayer, failing on the database, log exc_info."""
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
-    receipt = plan.Receipt(message_id, json.dumps(report()), "127.0.0.1", db.utcnow())
+    receipt = plan.Receipt(message_id, json.dumps(report()), "127.0.0.1", clock.utcnow())
     broken = db.Database(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
     ingester = ingest.Ingester(broken, Spool(tmp_path / "spool.jsonl"), 1.0)
     try:

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from tracker import web
 from tracker.app import create_app
-from tracker.ops import openapi, routes
+from tracker.ops import handlers, openapi
 from tracker.sending import schemas
 from tracker.settings import Settings
 
@@ -60,7 +60,7 @@ def test_bodies_and_answers_are_the_pydantic_models_json_schemas() -> None:
     pairs: list[tuple[Any, Any]] = [
         (schemas.SendRequest, "validation"),
         (schemas.MessageDetail, "serialization"),
-        (routes.StatsOut, "serialization"),
+        (handlers.StatsOut, "serialization"),
     ]
     _refs, expected = models_json_schema(pairs, ref_template=openapi.REF_TEMPLATE)
     for name, schema in expected["$defs"].items():
@@ -78,7 +78,7 @@ def test_the_list_parameters_come_from_the_query_model() -> None:
     """Every ListParams field is a query parameter; status repeats as an array."""
     operation = openapi.document()["paths"]["/v1/messages"]["get"]
     parameters = {p["name"]: p for p in operation["parameters"]}
-    assert set(parameters) == set(routes.ListParams.model_fields)
+    assert set(parameters) == set(handlers.ListParams.model_fields)
     assert parameters["status"]["schema"]["type"] == "array"
     assert parameters["limit"]["schema"] == {
         "type": "integer",

@@ -13,15 +13,15 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.factories import add_message, count_rows, fetch_message
-from tracker import db, models
-from tracker.dispatch import expiry, kimisms, outbox
+from tracker import clock, db, models
+from tracker.dispatch import expiry, outbox
 from tracker.domain import status
 
 Status = status.Status
 Outcome = status.Outcome
 LEASE = dt.timedelta(seconds=60)
 WINDOW = dt.timedelta(hours=23)
-ACCEPTED = kimisms.Acceptance("p-1", "Safaricom", "Queued", "Message queued")
+ACCEPTED = status.Acceptance("p-1", "Safaricom", "Queued", "Message queued")
 
 
 async def set_values(database: db.Database, message_id: uuid.UUID, **values: Any) -> None:
@@ -34,7 +34,7 @@ async def set_values(database: db.Database, message_id: uuid.UUID, **values: Any
 async def claim(database: db.Database, now: dt.datetime | None = None) -> outbox.Claimed:
     async with database.write() as session:
         claimed = await outbox.claim_due(
-            session, now=now or db.utcnow(), lease=LEASE, give_up_after=WINDOW
+            session, now=now or clock.utcnow(), lease=LEASE, give_up_after=WINDOW
         )
     assert claimed is not None
     return claimed
@@ -43,7 +43,7 @@ async def claim(database: db.Database, now: dt.datetime | None = None) -> outbox
 async def confirm(database: db.Database, claimed: outbox.Claimed) -> outbox.Claimed | None:
     async with database.write() as session:
         return await outbox.confirm_send(
-            session, claimed, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW
+            session, claimed, now=clock.utcnow(), lease=LEASE, give_up_after=WINDOW
         )
 
 
@@ -79,7 +79,7 @@ async def test_item_1_the_sweep_expires_in_batches_and_writers_get_in_between(
 ) -> None:
     """Item 1: 3x the batch size of expirable rows all end expired, each with its event, in
     several transactions, and a concurrent writer commits between two of them."""
-    past = db.utcnow() - dt.timedelta(seconds=1)
+    past = clock.utcnow() - dt.timedelta(seconds=1)
     ids = [await add_message(database, status=Status.QUEUED) for _ in range(30)]
     async with database.write() as session:
         m = models.Message
@@ -106,13 +106,13 @@ async def test_item_1_the_sweep_expires_in_batches_and_writers_get_in_between(
 
 async def test_item_1_one_batch_takes_at_most_its_limit(database: db.Database) -> None:
     """Item 1: one transaction finishes at most ``limit`` messages and says more wait."""
-    past = db.utcnow() - dt.timedelta(seconds=1)
+    past = clock.utcnow() - dt.timedelta(seconds=1)
     for _ in range(7):
         await set_values(
             database, await add_message(database, status=Status.QUEUED), expires_at=past
         )
-    first, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=5)
-    second, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=5)
+    first, _ = await expiry.run_batch(database, clock.utcnow(), WINDOW, limit=5)
+    second, _ = await expiry.run_batch(database, clock.utcnow(), WINDOW, limit=5)
     assert (first.expired, first.full, second.expired, second.full) == (5, True, 2, False)
 
 
@@ -127,9 +127,9 @@ async def test_item_2_validity_that_ran_out_during_the_wait_is_not_sent(
     fresh = await add_message(database, status=Status.QUEUED)
     first = await claim(database)
     tried = await add_message(database, status=Status.QUEUED)
-    await set_values(database, tried, attempts=1, submitted_at=db.utcnow())
+    await set_values(database, tried, attempts=1, submitted_at=clock.utcnow())
     second = await claim(database)
-    past = db.utcnow() - dt.timedelta(seconds=1)
+    past = clock.utcnow() - dt.timedelta(seconds=1)
     for message_id in (fresh, tried):
         await set_values(database, message_id, expires_at=past)
     assert await confirm(database, first) is None
@@ -157,7 +157,7 @@ async def test_item_2_the_sweep_never_touches_a_row_under_a_live_lease(
 ) -> None:
     """Item 2: sending (or claimed) under a live lease is left to its dispatcher; the same
     row with its lease run out (the dispatcher died) is failed."""
-    past = db.utcnow() - dt.timedelta(seconds=1)
+    past = clock.utcnow() - dt.timedelta(seconds=1)
     live = await sending(database)
     claimed_id = await add_message(database, status=Status.QUEUED)
     await claim(database)
@@ -165,7 +165,7 @@ async def test_item_2_the_sweep_never_touches_a_row_under_a_live_lease(
     await set_values(database, dead, attempts=1, lease_until=past)
     for message_id in (live.id, claimed_id, dead):
         await set_values(database, message_id, expires_at=past)
-    batch, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
+    batch, _ = await expiry.run_batch(database, clock.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
     assert (batch.expired, batch.failed) == (0, 1)
     statuses = [(await fetch_message(database, i)).status for i in (live.id, claimed_id, dead)]
     assert statuses == [Status.SENDING, Status.QUEUED, Status.FAILED]
@@ -174,22 +174,22 @@ async def test_item_2_the_sweep_never_touches_a_row_under_a_live_lease(
 Write = Callable[[Any, outbox.Claimed], Awaitable[bool]]
 WRITES: dict[str, Write] = {
     "acceptance": lambda s, c: outbox.record_acceptance(
-        s, c.id, ACCEPTED, attempt=c.attempts, now=db.utcnow()
+        s, c.id, ACCEPTED, attempt=c.attempts, now=clock.utcnow()
     ),
     "rejection": lambda s, c: outbox.record_rejection(
-        s, c.id, "refused", {}, attempt=c.attempts, now=db.utcnow()
+        s, c.id, "refused", {}, attempt=c.attempts, now=clock.utcnow()
     ),
     "failure": lambda s, c: outbox.record_failure(
-        s, c.id, "gave up", attempt=c.attempts, outcome=Outcome.PROVIDER_ERROR, now=db.utcnow()
+        s, c.id, "gave up", attempt=c.attempts, outcome=Outcome.PROVIDER_ERROR, now=clock.utcnow()
     ),
     "retry": lambda s, c: outbox.schedule_retry(
         s,
         c.id,
         "server error",
-        at=db.utcnow(),
+        at=clock.utcnow(),
         attempt=c.attempts,
         outcome=Outcome.PROVIDER_ERROR,
-        now=db.utcnow(),
+        now=clock.utcnow(),
     ),
 }
 
@@ -216,10 +216,10 @@ async def test_item_2_release_touches_only_its_own_claim(database: db.Database) 
     """Item 2: release after another claim took the row over changes nothing."""
     message_id = await add_message(database, status=Status.QUEUED)
     stale = await claim(database)
-    later = db.utcnow() + LEASE + dt.timedelta(seconds=1)
+    later = clock.utcnow() + LEASE + dt.timedelta(seconds=1)
     current = await claim(database, now=later)  # the first lease ran out: claimed again
     async with database.write() as session:
-        await outbox.release(session, [stale], db.utcnow())
+        await outbox.release(session, [stale], clock.utcnow())
     row = await fetch_message(database, message_id)
     assert row.lease_until == current.lease_until
 
@@ -233,7 +233,7 @@ async def test_item_6_a_retry_waits_as_queued_and_the_timeline_shows_every_step(
     """Item 6: queued -> sending -> queued (retry, with the reason) -> sending -> pending,
     each an event; while waiting it reads queued with attempts 1 and its next attempt."""
     first = await sending(database)
-    at = db.utcnow() + dt.timedelta(seconds=30)
+    at = clock.utcnow() + dt.timedelta(seconds=30)
     async with database.write() as session:
         assert await outbox.schedule_retry(
             session,
@@ -242,7 +242,7 @@ async def test_item_6_a_retry_waits_as_queued_and_the_timeline_shows_every_step(
             at=at,
             attempt=1,
             outcome=Outcome.PROVIDER_ERROR,
-            now=db.utcnow(),
+            now=clock.utcnow(),
         )
     waiting = await fetch_message(database, first.id)
     assert (waiting.status, waiting.attempts, waiting.next_attempt_at) == (Status.QUEUED, 1, at)
@@ -273,10 +273,10 @@ async def test_item_6_a_429_does_not_count_as_an_attempt(database: db.Database) 
             session,
             claimed.id,
             "rate limited by KIMISMS",
-            at=db.utcnow(),
+            at=clock.utcnow(),
             attempt=1,
             outcome=Outcome.RATE_LIMITED,
-            now=db.utcnow(),
+            now=clock.utcnow(),
         )
     row = await fetch_message(database, claimed.id)
     assert (row.status, row.attempts) == (Status.QUEUED, 0)
@@ -287,13 +287,13 @@ async def test_item_6_validity_lapsing_while_waiting_expires_only_what_was_never
 ) -> None:
     """Item 6: waiting for a retry when the validity ran out: held back only by 429s
     (attempts 0) is expired; after a call that may have reached KIMISMS it is failed."""
-    past = db.utcnow() - dt.timedelta(seconds=1)
+    past = clock.utcnow() - dt.timedelta(seconds=1)
     held, tried = [await add_message(database, status=Status.QUEUED) for _ in range(2)]
     for message_id, attempts in ((held, 0), (tried, 1)):
         await set_values(
             database, message_id, attempts=attempts, expires_at=past, submitted_at=past
         )
-    batch, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
+    batch, _ = await expiry.run_batch(database, clock.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
     assert (batch.expired, batch.failed) == (1, 1)
     held_row, tried_row = [await fetch_message(database, i) for i in (held, tried)]
     assert (held_row.status, held_row.error) == (Status.EXPIRED, outbox.VALIDITY_RAN_OUT)
@@ -306,13 +306,13 @@ async def test_item_6_no_retry_after_the_key_window_from_the_first_attempt(
     """Item 6: a retry-waiting message whose first call is older than the key window is
     never claimed again, and the sweep fails it."""
     message_id = await add_message(database, status=Status.QUEUED)
-    first_call = db.utcnow() - WINDOW - dt.timedelta(seconds=1)
+    first_call = clock.utcnow() - WINDOW - dt.timedelta(seconds=1)
     await set_values(database, message_id, attempts=1, submitted_at=first_call)
     async with database.write() as session:
         assert (
-            await outbox.claim_due(session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW)
+            await outbox.claim_due(session, now=clock.utcnow(), lease=LEASE, give_up_after=WINDOW)
             is None
         )
-    batch, _ = await expiry.run_batch(database, db.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
+    batch, _ = await expiry.run_batch(database, clock.utcnow(), WINDOW, limit=expiry.BATCH_SIZE)
     assert batch.failed == 1
     assert (await fetch_message(database, message_id)).status == Status.FAILED

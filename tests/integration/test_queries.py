@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import SettingsFactory, running
 from tests.provider_loop import dispatching, loop, sandbox_config, settled, wait_for
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.app import create_app
 from tracker.domain import status
 from tracker.ops import queries
@@ -33,7 +33,7 @@ async def add(
     **values: Any,
 ) -> uuid.UUID:
     """One message created ``ago`` seconds ago; ``values`` set any column."""
-    created = db.utcnow() - dt.timedelta(seconds=ago)
+    created = clock.utcnow() - dt.timedelta(seconds=ago)
     row: dict[str, Any] = {
         "id": models.new_id(),
         "client": "app",
@@ -84,7 +84,7 @@ def ids_of(response: httpx.Response) -> list[str]:
 @pytest.fixture
 async def labelled(database: db.Database) -> dict[str, str]:
     """One message per filter, each distinct in exactly that respect."""
-    hour, now = dt.timedelta(hours=1), db.utcnow()
+    hour, now = dt.timedelta(hours=1), clock.utcnow()
     found = {
         "plain": await add(database),
         "delivered": await add(
@@ -131,7 +131,7 @@ async def test_each_filter_selects_exactly_its_messages(
     http: httpx.AsyncClient, keys: Keys, labelled: dict[str, str], query: str, expected: set[str]
 ) -> None:
     """Every filter (and their AND) returns exactly the messages it describes."""
-    day_ago = (db.utcnow() - dt.timedelta(days=1)).isoformat().replace("+", "%2B")
+    day_ago = (clock.utcnow() - dt.timedelta(days=1)).isoformat().replace("+", "%2B")
     response = await http.get(f"/v1/messages?{query.format(day_ago=day_ago)}", headers=keys["ops"])
     assert set(ids_of(response)) == {labelled[label] for label in expected}
 
@@ -140,7 +140,7 @@ async def test_a_date_time_whose_plus_arrived_as_a_space_still_reads(
     http: httpx.AsyncClient, keys: Keys, labelled: dict[str, str]
 ) -> None:
     """created_before=...T..:..:.. 03:00 (an unencoded '+') means +03:00."""
-    stamp = (db.utcnow() - dt.timedelta(days=1)).astimezone(dt.timezone(dt.timedelta(hours=3)))
+    stamp = (clock.utcnow() - dt.timedelta(days=1)).astimezone(dt.timezone(dt.timedelta(hours=3)))
     text = stamp.isoformat().replace("+", " ")
     response = await http.get("/v1/messages", params={"created_before": text}, headers=keys["ops"])
     assert ids_of(response) == [labelled["old"]]
@@ -160,7 +160,7 @@ async def test_pages_neither_skip_nor_repeat_rows_while_new_ones_arrive(
     http: httpx.AsyncClient, keys: Keys, database: db.Database
 ) -> None:
     """Keyset pages over ties in created_at stay exact while newer rows are inserted."""
-    now = db.utcnow()
+    now = clock.utcnow()
     batch_time = now - dt.timedelta(seconds=500)  # a batch: one created_at for many rows
     created = {await add(database, created_at=batch_time): batch_time for _ in range(12)}
     for n in range(13):
@@ -172,7 +172,7 @@ async def test_pages_neither_skip_nor_repeat_rows_while_new_ones_arrive(
         page = await http.get("/v1/messages", params=params, headers=keys["app"])
         seen += ids_of(page)
         for _ in range(3):  # newer rows arrive between pages
-            await add(database, created_at=db.utcnow())
+            await add(database, created_at=clock.utcnow())
         if page.json()["next_cursor"] is None:
             break
         params["cursor"] = page.json()["next_cursor"]
@@ -265,13 +265,13 @@ def test_windows_read_as_seconds_or_with_a_unit(text: str, seconds: int) -> None
 
 def test_a_cursor_round_trips_its_key() -> None:
     """The cursor is opaque to callers but carries the exact (created_at, id)."""
-    cursor = queries.Cursor(db.utcnow(), uuid.uuid4())
+    cursor = queries.Cursor(clock.utcnow(), uuid.uuid4())
     assert queries.decode_cursor(queries.encode_cursor(cursor)) == cursor
 
 
 async def seed_known_stats(database: db.Database) -> None:
     """The data set whose statistics are worked out by hand below."""
-    now = db.utcnow()
+    now = clock.utcnow()
     for seconds, parts in ((10, 1), (20, 2), (30, 1), (40, 1)):  # delivered: 5 units
         await add(
             database,
@@ -372,7 +372,7 @@ async def test_item_15_provider_trouble_is_counted_from_the_attempt_outcome_colu
     """Item 15: /v1/stats counts 429s and errors from message_events.outcome, not from the
     detail text: misleading words count for nothing, events without an outcome neither."""
     message_id = await add(database, status=Status.PENDING)
-    now = db.utcnow()
+    now = clock.utcnow()
     events = [
         ("rate_limited", "attempt 1: whatever the words say"),
         ("rate_limited", "attempt 2: x"),

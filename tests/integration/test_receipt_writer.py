@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.factories import add_message, count_rows, fetch_message
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.domain import status
 from tracker.reports import ingest, plan, statements, writer
 from tracker.reports.spool import Spool
@@ -28,7 +28,7 @@ ENDLESS_QUERY = (
 
 def receipt(message_id: uuid.UUID, status: str = "Delivered") -> plan.Receipt:
     body = json.dumps({"message_id": "p-1", "contact": "254712345678", "status": status})
-    return plan.Receipt(message_id, body, "127.0.0.1", db.utcnow())
+    return plan.Receipt(message_id, body, "127.0.0.1", clock.utcnow())
 
 
 async def test_a_batch_is_applied_and_the_connection_reused(database: db.Database) -> None:

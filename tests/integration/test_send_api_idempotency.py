@@ -25,7 +25,7 @@ from tests.integration.send_support import (
     post_json,
     send,
 )
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.sending import store
 from tracker.settings import Settings
 
@@ -128,7 +128,9 @@ async def test_an_expired_key_is_ignored_and_overwritten(
     first = await send(client, keyed(headers, "old"))
     async with database.write() as session:
         await session.execute(
-            update(models.IdempotencyKey).values(expires_at=db.utcnow() - dt.timedelta(seconds=1))
+            update(models.IdempotencyKey).values(
+                expires_at=clock.utcnow() - dt.timedelta(seconds=1)
+            )
         )
     reused = await send(client, keyed(headers, "old"), message="a new body")
     assert reused.status_code == 202
@@ -146,11 +148,13 @@ async def test_expired_keys_are_purged_and_live_ones_kept(
     await send(client, keyed(headers, "old"))
     async with database.write() as session:
         await session.execute(
-            update(models.IdempotencyKey).values(expires_at=db.utcnow() - dt.timedelta(seconds=1))
+            update(models.IdempotencyKey).values(
+                expires_at=clock.utcnow() - dt.timedelta(seconds=1)
+            )
         )
     await send(client, keyed(headers, "live"))
     async with database.write() as session:
-        assert await store.purge_idempotency_keys(session, db.utcnow()) == 1
+        assert await store.purge_idempotency_keys(session, clock.utcnow()) == 1
     async with database.read() as session:
         assert list(await session.scalars(select(models.IdempotencyKey.key))) == ["live"]
 
@@ -159,7 +163,7 @@ async def test_keys_are_kept_for_the_configured_time(
     client: httpx.AsyncClient, headers: Headers, database: db.Database, settings: Settings
 ) -> None:
     """A key's record expires TRACKER_IDEMPOTENCY_TTL_SECONDS (24 h by default) after use."""
-    before = db.utcnow()
+    before = clock.utcnow()
     await send(client, keyed(headers, "kept"))
     async with database.read() as session:
         record = await session.get(models.IdempotencyKey, 1)

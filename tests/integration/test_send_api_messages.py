@@ -25,7 +25,7 @@ from tests.integration.send_support import (
     parse_time,
     send,
 )
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.dispatch import outbox
 from tracker.domain import status
 from tracker.sending import schemas, store
@@ -238,7 +238,7 @@ async def test_an_accepted_message_is_due_for_the_dispatcher(
     message_id = await queued_id(client, headers)
     async with database.write() as session:
         claimed = await outbox.claim_due(
-            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW
+            session, now=clock.utcnow(), lease=LEASE, give_up_after=WINDOW
         )
     assert claimed is not None
     assert (str(claimed.id), claimed.contact) == (message_id, "254712345678")
@@ -254,7 +254,7 @@ async def test_concurrent_claims_never_take_the_same_message(database: db.Databa
         for _ in range(8):
             async with database.write() as session:
                 claimed = await outbox.claim_due(
-                    session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW
+                    session, now=clock.utcnow(), lease=LEASE, give_up_after=WINDOW
                 )
                 await asyncio.sleep(0.01)  # hold the row lock while the other claims
             if claimed is not None:
@@ -275,7 +275,7 @@ async def test_high_priority_is_claimed_before_earlier_normal_and_low(
     urgent = await queued_id(client, headers, priority="high")
     async with database.write() as session:
         claimed = await outbox.claim_due(
-            session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW
+            session, now=clock.utcnow(), lease=LEASE, give_up_after=WINDOW
         )
     assert claimed is not None
     assert str(claimed.id) == urgent
@@ -288,7 +288,9 @@ async def test_a_scheduled_message_is_not_due_before_send_at(
     send_at = later(3600)
     message_id = await queued_id(client, headers, send_at=iso(send_at))
     async with database.write() as session:
-        early = await outbox.claim_due(session, now=db.utcnow(), lease=LEASE, give_up_after=WINDOW)
+        early = await outbox.claim_due(
+            session, now=clock.utcnow(), lease=LEASE, give_up_after=WINDOW
+        )
         on_time = await outbox.claim_due(
             session, now=send_at + dt.timedelta(seconds=1), lease=LEASE, give_up_after=WINDOW
         )

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.integration.test_callbacks import report
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.domain import segments, status
 from tracker.reports import ingest, plan
 from tracker.reports.spool import Spool
@@ -40,7 +40,7 @@ async def add_messages(database: db.Database, count: int) -> list[uuid.UUID]:
             status=status.Status.PENDING.value,
             rank=status.RANK[status.Status.PENDING],
             provider_message_id=f"p-{n}",
-            next_attempt_at=db.utcnow(),
+            next_attempt_at=clock.utcnow(),
         )
         for n in range(count)
     ]
@@ -55,7 +55,7 @@ def spool_lines(ids: list[uuid.UUID]) -> list[str]:
     for word in WORDS:
         for n, message_id in enumerate(ids):
             body = json.dumps(report(word, message_id=f"p-{n}"))
-            receipt = plan.Receipt(message_id, body, "127.0.0.1", db.utcnow())
+            receipt = plan.Receipt(message_id, body, "127.0.0.1", clock.utcnow())
             lines.append(json.dumps(receipt.to_json()))
     return lines
 
@@ -108,7 +108,9 @@ def test_item_18_the_spool_is_read_in_bounded_batches_not_whole(tmp_path: Path) 
     """Item 18: reading a 6 MB spool holds one batch at a time: the peak allocation
     stays far below the file's size."""
     spool = Spool(tmp_path / "spool.jsonl")
-    line = json.dumps(plan.Receipt(uuid.uuid4(), json.dumps(report()), None, db.utcnow()).to_json())
+    line = json.dumps(
+        plan.Receipt(uuid.uuid4(), json.dumps(report()), None, clock.utcnow()).to_json()
+    )
     with spool.path.open("w") as handle:
         for _ in range(20_000):
             handle.write(line + "\n")

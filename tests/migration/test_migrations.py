@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from tests import conftest
-from tracker import db, migrate, models
+from tracker import clock, db, migrate, models
 from tracker.settings import Settings
 
 
@@ -100,7 +100,7 @@ def test_item_15_upgrade_backfills_outcomes_and_requeues_retry_waits(
         database = db.Database(empty_database_url)
         try:
             async with database.engine.begin() as connection:
-                for message_id, lease in ((waiting, None), (leased, db.utcnow())):
+                for message_id, lease in ((waiting, None), (leased, clock.utcnow())):
                     await connection.execute(
                         sa.insert(models.Message).values(
                             id=message_id,
@@ -114,8 +114,8 @@ def test_item_15_upgrade_backfills_outcomes_and_requeues_retry_waits(
                             rank=1,
                             attempts=1,
                             lease_until=lease,
-                            created_at=db.utcnow(),
-                            updated_at=db.utcnow(),
+                            created_at=clock.utcnow(),
+                            updated_at=clock.utcnow(),
                         )
                     )
                 for detail in OLD_EVENTS:
@@ -127,7 +127,7 @@ def test_item_15_upgrade_backfills_outcomes_and_requeues_retry_waits(
                             sa.bindparam("m", type_=sa.Uuid()),
                             sa.bindparam("t", type_=db.UTCDateTime()),
                         ),
-                        {"m": waiting, "d": detail, "t": db.utcnow()},
+                        {"m": waiting, "d": detail, "t": clock.utcnow()},
                     )
         finally:
             await database.dispose()

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tracker.sending import idempotency
+from tracker.domain import headers
 
 BATCH_PATH = "/v1/messages/batch"
 DEFAULT_CHUNK_SIZE = 1000
@@ -102,7 +102,7 @@ def _post_retrying(post: Post, body: dict[str, Any], key: str) -> httpx.Response
     """POST with the same Idempotency-Key until the service answers (or we give up)."""
     for attempt in range(1, TRANSPORT_RETRIES + 1):
         try:
-            return post(BATCH_PATH, body, {idempotency.HEADER: key})
+            return post(BATCH_PATH, body, {headers.IDEMPOTENCY_KEY: key})
         except httpx.TransportError:
             if attempt == TRANSPORT_RETRIES:
                 raise

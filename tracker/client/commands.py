@@ -24,8 +24,7 @@ from rich.progress import Progress
 from rich.text import Text
 
 from tracker.client import bulk, views
-from tracker.domain import status
-from tracker.sending import idempotency
+from tracker.domain import headers, status
 
 Status = status.Status  # fields and options named ``status`` shadow the module
 
@@ -141,7 +140,7 @@ def send(
 
 def _send_one(api: Api, body: dict[str, Any], as_json: bool) -> None:
     body = {k: v for k, v in body.items() if v is not None}
-    key = {idempotency.HEADER: str(uuid.uuid4())}  # a retry of this command is a new send
+    key = {headers.IDEMPOTENCY_KEY: str(uuid.uuid4())}  # a retry of this command is a new send
     sent = api.json("POST", "/v1/messages", json=body, headers=key)
     if as_json:
         print_json(sent)

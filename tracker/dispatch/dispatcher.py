@@ -22,7 +22,7 @@ from collections.abc import Awaitable
 
 import httpx
 
-from tracker import db, errors, logs, metrics
+from tracker import clock, db, errors, logs, metrics
 from tracker.dispatch import expiry, kimisms, leadership, outbox
 from tracker.dispatch.pacing import Pacer
 from tracker.reports import capability
@@ -166,7 +166,7 @@ class Dispatcher:
 
     async def _any_due(self) -> bool:
         async with self.database.read() as session:
-            return await outbox.any_due(session, db.utcnow(), self._give_up_after)
+            return await outbox.any_due(session, clock.utcnow(), self._give_up_after)
 
     async def _claim(self) -> outbox.Claimed | None:
         # Our own sends in flight are never claimed again, even past their lease.
@@ -174,7 +174,7 @@ class Dispatcher:
         async with self.database.write() as session:
             return await outbox.claim_due(
                 session,
-                now=db.utcnow(),
+                now=clock.utcnow(),
                 lease=self._lease,
                 give_up_after=self._give_up_after,
                 exclude=mine,
@@ -190,7 +190,7 @@ class Dispatcher:
         """Housekeeping for the whole deployment, done by its one leader."""
         try:
             async with self.database.write() as session:
-                purged = await store.purge_idempotency_keys(session, db.utcnow())
+                purged = await store.purge_idempotency_keys(session, clock.utcnow())
         except Exception as exc:  # retried at the next purge
             log.warning("idempotency_purge_failed", error=type(exc).__name__, exc_info=True)
         else:
@@ -208,7 +208,7 @@ class Dispatcher:
             confirmed = await outbox.confirm_send(
                 session,
                 send.claimed,
-                now=db.utcnow(),
+                now=clock.utcnow(),
                 lease=self._lease,
                 give_up_after=self._give_up_after,
             )
@@ -232,7 +232,7 @@ class Dispatcher:
             provider_message_id = accepted.provider_message_id
             async with self.database.write() as session:
                 await outbox.record_acceptance(
-                    session, claimed.id, accepted, attempt=claimed.attempts, now=db.utcnow()
+                    session, claimed.id, accepted, attempt=claimed.attempts, now=clock.utcnow()
                 )
         except errors.ProviderError as exc:
             outcome = await self._handle_failure(claimed, exc)
@@ -261,10 +261,10 @@ class Dispatcher:
                     str(exc),
                     exc.field_errors,
                     attempt=claimed.attempts,
-                    now=db.utcnow(),
+                    now=clock.utcnow(),
                 )
             return "rejected"
-        now = db.utcnow()
+        now = clock.utcnow()
         if isinstance(exc, kimisms.ProviderUnavailable):
             self.client.pacer.pause(ACCOUNT_PAUSE_SECONDS)
             log.error("provider_unavailable", detail=str(exc))
@@ -288,7 +288,7 @@ class Dispatcher:
                     reason,
                     attempt=claimed.attempts,
                     outcome=outcome,
-                    now=db.utcnow(),
+                    now=clock.utcnow(),
                 )
             return "failed"
         await self._retry(claimed, str(exc), retry_at, outcome)
@@ -305,7 +305,7 @@ class Dispatcher:
                 at=at,
                 attempt=claimed.attempts,
                 outcome=outcome,
-                now=db.utcnow(),
+                now=clock.utcnow(),
             )
 
     def _backoff(self, attempt: int) -> float:
@@ -335,7 +335,7 @@ class Dispatcher:
         unfinished = [send.claimed for task, send in sends.items() if task.cancelled()]
         if unfinished:
             async with self.database.write() as session:
-                await outbox.release(session, unfinished, db.utcnow())
+                await outbox.release(session, unfinished, clock.utcnow())
 
 
 @dataclasses.dataclass

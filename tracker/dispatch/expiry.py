@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Table, and_, case, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import db, logs, models
+from tracker import clock, db, logs, models
 from tracker.dispatch import outbox
 from tracker.domain import status
 
@@ -57,7 +57,7 @@ def _expirable(now: dt.datetime, give_up_after: dt.timedelta) -> Any:
     """Queued or sending under no live lease, and its validity or key window over."""
     m = MESSAGES.c
     return and_(
-        m.status.in_(outbox.DUE_STATUSES),
+        m.status.in_(status.DUE_STATUSES),
         or_(m.lease_until.is_(None), m.lease_until <= now),
         or_(m.expires_at <= now, m.submitted_at <= now - give_up_after),
     )
@@ -82,7 +82,7 @@ async def sweep(
     expired = failed = transactions = 0
     longest = 0.0
     for _ in range(MAX_BATCHES):
-        batch, took = await run_batch(database, db.utcnow(), give_up_after, limit=batch_size)
+        batch, took = await run_batch(database, clock.utcnow(), give_up_after, limit=batch_size)
         longest = max(longest, took)
         transactions += 1
         expired, failed = expired + batch.expired, failed + batch.failed
@@ -177,10 +177,10 @@ def _sqlite_batch(
 def _sqlite_statements(
     connection: sqlite3.Connection, now: dt.datetime, give_up_after: dt.timedelta, limit: int
 ) -> Batch:
-    stamp = _sqlite_time(now)
+    stamp = db.sqlite_time(now)
     params: dict[str, Any] = {
         "now": stamp,
-        "cutoff": _sqlite_time(now - give_up_after),
+        "cutoff": db.sqlite_time(now - give_up_after),
         "limit": limit,
     }
     rows = connection.execute(_SQLITE_PICK, params).fetchall()
@@ -208,10 +208,6 @@ def _sqlite_statements(
     )
     expired = sum(1 for row in rows if row[1])
     return Batch(expired, len(rows) - expired, full=len(rows) == limit)
-
-
-def _sqlite_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 async def expire_batch(

@@ -18,17 +18,16 @@ import email.utils
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import delete
 
-from tracker import db, errors, logs, metrics, models
+from tracker import clock, db, errors, logs, metrics
+from tracker.dispatch import token_cache
 from tracker.dispatch.pacing import Pacer
+from tracker.domain import status
 
 log = logs.get_logger(__name__)
-REFRESH_MARGIN = dt.timedelta(days=1)
 DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=30)
 MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400  # a bigger expires_in would overflow the date
 RETRY_AFTER_MIN_SECONDS = 1.0
@@ -44,31 +43,9 @@ class ProviderUnavailable(errors.ProviderError):
         super().__init__(message, permanent=False, status_code=status_code)
 
 
-@dataclass(frozen=True)
-class Acceptance:
-    """KIMISMS accepted a message (HTTP 200)."""
-
-    provider_message_id: str
-    provider_name: str | None
-    status: str | None
-    description: str | None
-
-
-@dataclass(frozen=True)
-class _Token:
-    value: str
-    expires_at: dt.datetime
-    obtained_at: dt.datetime
-
-    def is_fresh(self) -> bool:
-        """Valid for longer than the refresh margin (a tenth of its life, at most a day)."""
-        margin = min(REFRESH_MARGIN, (self.expires_at - self.obtained_at) / 10)
-        return self.expires_at - db.utcnow() > margin
-
-
 def retry_after_seconds(response: httpx.Response) -> float | None:
     """The answer's Retry-After in seconds (see ``parse_retry_after``)."""
-    return parse_retry_after(response.headers.get("retry-after"), db.utcnow())
+    return parse_retry_after(response.headers.get("retry-after"), clock.utcnow())
 
 
 def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
@@ -165,7 +142,7 @@ class KimismsClient:
         self._client_id = client_id
         self._client_secret = client_secret
         self.pacer = pacer
-        self._token: _Token | None = None
+        self._token: token_cache.Token | None = None
         self._token_lock = asyncio.Lock()  # one refresh in flight at a time
 
     async def send_sms(
@@ -177,7 +154,7 @@ class KimismsClient:
         message: str,
         callback_url: str,
         turn_taken: bool = False,
-    ) -> Acceptance:
+    ) -> status.Acceptance:
         """Send one message; the Idempotency-Key is our message id, on every retry.
 
         ``turn_taken``: the caller already took this call's turn from the pacer.
@@ -200,7 +177,7 @@ class KimismsClient:
     async def _post_send(
         self,
         body: dict[str, str],
-        token: _Token,
+        token: token_cache.Token,
         message_id: uuid.UUID,
         *,
         turn_taken: bool = False,
@@ -242,32 +219,32 @@ class KimismsClient:
         return response
 
     @staticmethod
-    def _acceptance(response: httpx.Response) -> Acceptance:
+    def _acceptance(response: httpx.Response) -> status.Acceptance:
         body = _json(response)
         if not isinstance(body, dict) or not isinstance(body.get("message_id"), str):
             # Accepted or not, we cannot tell: a retry with the same key will say.
             raise errors.ProviderError("KIMISMS answered 200 without a message id", permanent=False)
-        return Acceptance(
+        return status.Acceptance(
             provider_message_id=body["message_id"],
             provider_name=_text(body.get("provider")),
             status=_text(body.get("status")),
             description=_text(body.get("description")),
         )
 
-    async def _access_token(self, stale: _Token | None = None) -> _Token:
+    async def _access_token(self, stale: token_cache.Token | None = None) -> token_cache.Token:
         """A valid token: memory, then the database, then KIMISMS."""
         async with self._token_lock:
             if self._token is not None and self._token != stale and self._token.is_fresh():
                 return self._token
-            stored = await self._stored_token()
+            stored = await token_cache.load(self._database, self._client_id)
             if stored is not None and stored != stale and stored.is_fresh():
                 self._token = stored
                 return stored
             self._token = await self._new_token()
-            await self._store_token(self._token)
+            await token_cache.save(self._database, self._client_id, self._token)
             return self._token
 
-    async def _new_token(self) -> _Token:
+    async def _new_token(self) -> token_cache.Token:
         response = await self._post(
             "/api/generate-token",
             {
@@ -289,32 +266,13 @@ class KimismsClient:
         seconds = None
         if isinstance(lifetime, int) and lifetime > 0:
             seconds = min(lifetime, MAX_TOKEN_LIFETIME_SECONDS)
-        now = db.utcnow()
+        now = clock.utcnow()
         expires = now + (dt.timedelta(seconds=seconds) if seconds else DEFAULT_TOKEN_LIFETIME)
         metrics.TOKEN_REFRESHES.inc()
         log.info("provider_token_refreshed", expires_at=expires.isoformat(timespec="seconds"))
-        return _Token(str(body.get("access_token", "")), expires_at=expires, obtained_at=now)
-
-    async def _stored_token(self) -> _Token | None:
-        async with self._database.read() as session:
-            row = await session.get(models.ProviderToken, self._client_id)
-        return _Token(row.access_token, row.expires_at, row.obtained_at) if row else None
-
-    async def _store_token(self, token: _Token) -> None:
-        async with self._database.write() as session:
-            await session.execute(
-                delete(models.ProviderToken).where(
-                    models.ProviderToken.client_id == self._client_id
-                )
-            )
-            session.add(
-                models.ProviderToken(
-                    client_id=self._client_id,
-                    access_token=token.value,
-                    expires_at=token.expires_at,
-                    obtained_at=token.obtained_at,
-                )
-            )
+        return token_cache.Token(
+            str(body.get("access_token", "")), expires_at=expires, obtained_at=now
+        )
 
 
 def _text(value: Any) -> str | None:

@@ -26,12 +26,10 @@ from sqlalchemy import case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import logs, models
-from tracker.dispatch.kimisms import Acceptance
 from tracker.domain import status
 
 Status = status.Status
 SOURCE = "dispatcher"
-DUE_STATUSES = (Status.QUEUED.value, Status.SENDING.value)
 VALIDITY_RAN_OUT = "validity ran out before it could be sent"
 WINDOW_RAN_OUT = "retries stopped: the validity or the provider's 24 h idempotency window ran out"
 log = logs.get_logger(__name__)
@@ -58,7 +56,7 @@ def _due(now: dt.datetime, give_up_after: dt.timedelta) -> Any:
     a retry after the window could send the message a second time."""
     m = models.Message
     return (
-        m.status.in_(DUE_STATUSES)
+        m.status.in_(status.DUE_STATUSES)
         & (m.next_attempt_at <= now)
         & or_(m.expires_at.is_(None), m.expires_at > now)
         & or_(m.submitted_at.is_(None), m.submitted_at > now - give_up_after)
@@ -100,7 +98,7 @@ async def claim_due(
     until = now + lease
     await session.execute(
         update(m)
-        .where(m.id == row.id, m.status.in_(DUE_STATUSES))
+        .where(m.id == row.id, m.status.in_(status.DUE_STATUSES))
         .values(lease_until=until, next_attempt_at=until, updated_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -138,7 +136,11 @@ async def confirm_send(
             .with_for_update()
         )
     ).one_or_none()
-    if row is None or row.status not in DUE_STATUSES or row.lease_until != claimed.lease_until:
+    if (
+        row is None
+        or row.status not in status.DUE_STATUSES
+        or row.lease_until != claimed.lease_until
+    ):
         log.warning("send_claim_lost", message_id=str(claimed.id), status=row and row.status)
         return None
     ours = (m.id == claimed.id) & (m.lease_until == claimed.lease_until) & (m.status == row.status)
@@ -223,7 +225,7 @@ def _lost(message_id: uuid.UUID, attempt: int, write: str) -> None:
 async def record_acceptance(
     session: AsyncSession,
     message_id: uuid.UUID,
-    accepted: Acceptance,
+    accepted: status.Acceptance,
     *,
     attempt: int,
     now: dt.datetime,
@@ -271,7 +273,7 @@ async def record_acceptance(
     return moved
 
 
-def _provider_words(accepted: Acceptance) -> dict[str, Any]:
+def _provider_words(accepted: status.Acceptance) -> dict[str, Any]:
     """The send answer's status words, unless an interim report that beat the answer
     already left the provider's later words on the message."""
     m = models.Message

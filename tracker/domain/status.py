@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,16 @@ class Outcome(enum.StrEnum):
     ACCOUNT_UNAVAILABLE = "account_unavailable"  # credentials or URL refused: not taken
     PROVIDER_ERROR = "provider_error"  # a 5xx or another answer: it may have it
     NO_ANSWER = "no_answer"  # timeout, lost connection, a 200 without an id: it may have it
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """KIMISMS accepted a message (HTTP 200): what the outbox records of it."""
+
+    provider_message_id: str
+    provider_name: str | None
+    status: str | None
+    description: str | None
 
 
 # Calls refused before the provider took the message: they do not count as attempts.

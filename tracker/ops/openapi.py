@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, built from the pydantic models the handlers use.
 
 Each operation names its models: the request body (``schemas.SendRequest``...),
-the query string (``routes.ListParams``...) and one model per answer. Their JSON
+the query string (``handlers.ListParams``...) and one model per answer. Their JSON
 schemas become ``components.schemas``; a query model's fields become query
 parameters. Routes without a pydantic model of their own (probes, the
 callback) are described by the small models below, which tests hold to the
@@ -10,6 +10,7 @@ real answers.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,10 +18,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import tracker
 from tracker import auth
-from tracker.ops import routes
+from tracker.ops import handlers
 from tracker.reports import capability, plan
 from tracker.sending import api, idempotency, schemas
 
@@ -111,8 +115,8 @@ OPERATIONS = (
     ),
     Operation(
         "get", api.SEND_ROUTE, "List messages, newest first", "messages",
-        _keyed(READ, {200: ("One page", routes.MessageList), 400: INVALID}),
-        scope=READ, query=routes.ListParams,
+        _keyed(READ, {200: ("One page", handlers.MessageList), 400: INVALID}),
+        scope=READ, query=handlers.ListParams,
     ),
     Operation(
         "post", api.BATCH_ROUTE, "Queue a batch: all or none", "messages",
@@ -134,8 +138,8 @@ OPERATIONS = (
     ),
     Operation(
         "get", "/v1/stats", "Statistics over a window", "operations",
-        _keyed(READ, {200: ("Statistics", routes.StatsOut), 400: INVALID}),
-        scope=READ, query=routes.StatsParams,
+        _keyed(READ, {200: ("Statistics", handlers.StatsOut), 400: INVALID}),
+        scope=READ, query=handlers.StatsParams,
     ),
     Operation(
         "get", "/v1/whoami", "The calling key's client and scopes", "operations",
@@ -283,3 +287,16 @@ def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
             },
         },
     }
+
+
+@functools.cache
+def _cached_document() -> dict[str, Any]:
+    return document()
+
+
+async def openapi_json(_request: Request) -> JSONResponse:
+    """``GET /openapi.json``: every route, with the request and response models."""
+    return JSONResponse(_cached_document())
+
+
+routes = [Route("/openapi.json", openapi_json, methods=["GET"])]

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, func, literal, not_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import errors, models
+from tracker import clock, errors, models
 from tracker.domain import status
 
 Status = status.Status
@@ -47,8 +47,6 @@ PERCENTILES = (0.5, 0.95, 0.99)
 # Each dispatch attempt's event carries its outcome (outbox); other events have none.
 RATE_LIMITED = status.Outcome.RATE_LIMITED.value
 ERROR_OUTCOMES = sorted(o.value for o in status.ERROR_OUTCOMES)
-
-DUE_STATUSES = (Status.QUEUED.value, Status.SENDING.value)
 
 
 # --- cursors -----------------------------------------------------------------
@@ -275,7 +273,7 @@ async def queue_snapshot(
     """Depth (due now), scheduled, the oldest due queued message's wait, drain time."""
     m = MESSAGES.c
     due = and_(
-        m.status.in_(DUE_STATUSES),
+        m.status.in_(status.DUE_STATUSES),
         m.next_attempt_at <= now,
         or_(m.expires_at.is_(None), m.expires_at > now),
     )
@@ -288,24 +286,17 @@ async def queue_snapshot(
                 func.count().filter(due),
                 func.count().filter(queued, ahead),
                 func.min(m.next_attempt_at).filter(due, queued),
-            ).where(m.status.in_(DUE_STATUSES), *_scoped(client))
+            ).where(m.status.in_(status.DUE_STATUSES), *_scoped(client))
         )
     ).one()
     depth, scheduled, oldest = row
-    oldest = _aware(oldest)
+    oldest = clock.restore_utc(oldest)  # an aggregate loses the column type on SQLite
     return Queue(
         depth=depth,
         scheduled=scheduled,
         oldest_queued_age_seconds=(now - oldest).total_seconds() if oldest else None,
         drain_seconds=depth * 60 / rate_per_minute,
     )
-
-
-def _aware(value: Any) -> dt.datetime | None:
-    """An aggregate loses the column type on SQLite (text comes back): restore it."""
-    if value is None or isinstance(value, dt.datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
 
 
 async def overdue_count(session: AsyncSession, cutoff: dt.datetime, client: str | None) -> int:

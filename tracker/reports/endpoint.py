@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tracker import db, logs, metrics, web
+from tracker import clock, logs, metrics, web
 from tracker.middleware import REQUEST_ID_HEADER, request_id_of
 from tracker.reports import capability, plan
 
@@ -118,7 +118,7 @@ class CallbackEndpoint:
             message_id=message_id,
             body=body.decode("utf-8", errors="replace"),
             remote_addr=client[0] if client else None,
-            received_at=db.utcnow(),
+            received_at=clock.utcnow(),
         )
         assert services.callbacks is not None  # noqa: S101 - the lifespan starts it
         try:

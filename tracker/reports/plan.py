@@ -24,7 +24,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tracker import logs
+from tracker import clock, errors, logs
 from tracker.domain import status
 
 Status = status.Status  # fields and options named ``status`` shadow the module
@@ -133,11 +133,6 @@ def _holds_unstorable_text(data: Any) -> bool:
     return False
 
 
-def _refuse_constant(name: str) -> None:
-    """Python's json reads NaN and Infinity; JSON (RFC 8259) has neither."""
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def parse_report(body: str) -> Report | None:
     """The report in a callback body, or None if it is not one.
 
@@ -146,7 +141,7 @@ def parse_report(body: str) -> Report | None:
     holding unstorable text, and nesting too deep to parse.
     """
     try:
-        data = json.loads(body, parse_constant=_refuse_constant)  # strict: no NaN
+        data = json.loads(body, parse_constant=errors.refuse_json_constant)  # strict: no NaN
     except (ValueError, RecursionError):  # JSONDecodeError, or "[[[[..." past the stack
         return None
     # Only a JSON escape can put such text in a parsed string (a raw NUL byte is
@@ -214,16 +209,6 @@ def _contradiction(
     if owner is not None and owner != message_id:  # uq_messages_provider_message_id
         return "provider message id belongs to another message"
     return None
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:  # the rule of db.UTCDateTime
-        raise ValueError("naive datetime: the tracker stores aware UTC timestamps only")
-    return value
 
 
 class Move(NamedTuple):
@@ -380,7 +365,7 @@ def decide(
     database refused on their own: they are recorded as mismatches and change
     nothing.
     """
-    result = Plan(now=_utcnow())
+    result = Plan(now=clock.utcnow())
     for receipt in receipts:
         if receipt.dedupe_key in stored.seen:
             result.outcomes.append(_repeated(stored.seen[receipt.dedupe_key]))
@@ -426,7 +411,7 @@ def _receipt_row(receipt: Receipt, outcome: Outcome) -> ReceiptRow:
         storable_text(receipt.body),
         receipt.remote_addr,
         outcome.value,
-        _aware(receipt.received_at),
+        clock.require_aware(receipt.received_at),
     )
 
 
@@ -444,5 +429,5 @@ def _event_row(
         moved_to.value if moved_to else None,
         detail,
         json.dumps(payload),
-        _aware(receipt.received_at),
+        clock.require_aware(receipt.received_at),
     )

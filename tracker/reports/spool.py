@@ -26,7 +26,7 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 
-from tracker import db, logs
+from tracker import clock, logs
 from tracker.reports.plan import Receipt
 
 log = logs.get_logger(__name__)
@@ -60,7 +60,7 @@ class Spool:
 
     def quarantine(self, receipt: Receipt, reason: str) -> None:
         """Set aside a receipt that cannot be applied (fsynced; blocking)."""
-        line = {**receipt.to_json(), "quarantined_at": db.utcnow().isoformat(), "reason": reason}
+        line = {**receipt.to_json(), "quarantined_at": clock.utcnow().isoformat(), "reason": reason}
         self._append_lines(self.quarantine_path, [line])
 
     def _append_lines(self, path: Path, lines: list[dict[str, object]]) -> None:
@@ -127,7 +127,7 @@ class Spool:
         except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
             log.warning("spool_line_unreadable", file=path.name, line=number)
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
-            unreadable = {"raw": line, "quarantined_at": db.utcnow().isoformat()}
+            unreadable = {"raw": line, "quarantined_at": clock.utcnow().isoformat()}
             self._append_lines(self.quarantine_path, [{**unreadable, "reason": "unreadable"}])
             return None
 

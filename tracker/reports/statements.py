@@ -15,7 +15,6 @@ connection.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker import db
 from tracker.domain import status
 from tracker.reports import plan
 
@@ -113,11 +113,6 @@ POSTGRESQL_TIMEOUTS = (
 def timeout_ms(deadline_seconds: float | None) -> str:
     """POSTGRESQL_TIMEOUTS's parameter."""
     return str(int(deadline_seconds * 1000)) if deadline_seconds else "0"  # 0: no limit
-
-
-def _sqlite_time(value: dt.datetime) -> str:
-    """UTCDateTime's text on SQLite: naive UTC, always with microseconds."""
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _snapshot(row: Any) -> plan.Snapshot:
@@ -234,7 +229,7 @@ class _SQLite:
 
     @classmethod
     def writes(cls, decided: plan.Plan) -> list[Statement]:
-        now = _sqlite_time(decided.now)
+        now = db.sqlite_time(decided.now)
         statements: list[Statement] = []
         if decided.notes:
             notes = [[i.hex, *note] for i, note in decided.notes.items()]
@@ -244,11 +239,13 @@ class _SQLite:
             statements.append((cls.MOVE, (now, now, _json_dumps(moves))))
         if decided.receipts:
             rows = [
-                [r.message_id.hex, *r[1:5], _sqlite_time(r.received_at)] for r in decided.receipts
+                [r.message_id.hex, *r[1:5], db.sqlite_time(r.received_at)] for r in decided.receipts
             ]
             statements.append((cls.RECEIPTS, (now, _json_dumps(rows))))
         if decided.events:
-            rows = [[e.message_id.hex, *e[1:5], _sqlite_time(e.created_at)] for e in decided.events]
+            rows = [
+                [e.message_id.hex, *e[1:5], db.sqlite_time(e.created_at)] for e in decided.events
+            ]
             statements.append((cls.EVENTS, (_json_dumps(rows),)))
         return statements
 

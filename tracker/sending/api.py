@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracker import auth, db, errors, logs, web
+from tracker import auth, clock, errors, logs, web
+from tracker.domain import headers
 from tracker.sending import idempotency, intake, schemas, store
 from tracker.services import Services, services_of
 
@@ -27,7 +28,7 @@ log = logs.get_logger(__name__)
 SEND_ROUTE = "/v1/messages"
 BATCH_ROUTE = "/v1/messages/batch"
 JSON_MEDIA_TYPE = "application/json"
-REPLAYED_HEADER = "Idempotent-Replayed"
+REPLAYED_HEADER = headers.IDEMPOTENT_REPLAYED
 LOG_MAX_IDS = 100  # a batch's line names its first ids; count says how many there are
 
 Rows = list[dict[str, Any]]
@@ -105,7 +106,7 @@ async def _accept(
     render: Callable[[Rows], dict[str, Any]],
 ) -> Response:
     """Replay a known Idempotency-Key, or check, store and answer (202)."""
-    now = db.utcnow()
+    now = clock.utcnow()
     claim = idempotency.claim_of(request, principal.client, route, body)
     if claim is not None:
         previous = await idempotency.previous_answer(services.database, claim, now)

@@ -24,11 +24,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from tracker import db, errors
+from tracker import clock, db, errors
+from tracker.domain import headers
 from tracker.sending import store
 
-HEADER = "Idempotency-Key"
-MAX_KEY_CHARS = 255
+HEADER = headers.IDEMPOTENCY_KEY
+MAX_KEY_CHARS = headers.IDEMPOTENCY_KEY_MAX_CHARS
 _VALID_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_CHARS}}}")
 
 
@@ -100,7 +101,7 @@ async def remember(
 
 async def answer_of_winner(database: db.Database, claim: Claim) -> Answer:
     """After losing a race for the key: the winner's answer (or Conflict)."""
-    answer = await previous_answer(database, claim, db.utcnow())
+    answer = await previous_answer(database, claim, clock.utcnow())
     if answer is None:  # the winner committed, so its record exists and is fresh
         raise RuntimeError("the record of a concurrent Idempotency-Key has vanished")
     return answer

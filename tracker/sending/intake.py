@@ -21,7 +21,6 @@ from tracker.sending import schemas
 from tracker.settings import Settings
 
 MAX_METADATA_DEPTH = 32  # levels of nested objects and lists
-MAX_ECHOED_CHARS = 32
 YIELD_EVERY = 500  # messages checked between two turns of the event loop
 Problems = dict[str, list[str]]
 
@@ -117,7 +116,7 @@ class Intake:
             return self.settings.default_sender
         if name not in allowed:
             problems["sender_name"] = [
-                f"{_echo(name)} is not an allowed sender name (allowed: {', '.join(allowed)})"
+                f"{errors.echo(name)} is not an allowed sender name (allowed: {', '.join(allowed)})"
             ]
         return name
 
@@ -204,10 +203,3 @@ def _depth(value: Any) -> int:
         if level <= MAX_METADATA_DEPTH:  # deeper than that is already too deep
             stack.extend((child, level + 1) for child in item)
     return deepest
-
-
-def _echo(text: str) -> str:
-    """Quote a caller's value in an error, cut short."""
-    if len(text) > MAX_ECHOED_CHARS:
-        return repr(text[:MAX_ECHOED_CHARS] + "...")
-    return repr(text)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import db, errors, models
+from tracker import clock, errors, models
 from tracker.domain import status
 
 Row = Mapping[Any, Any]  # column name -> value (SQLAlchemy's RowMapping fits)
@@ -108,7 +108,7 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     same moment either wins (409 here) or finds it cancelled. A message that is
     already cancelled is answered as it is: a retried cancel is not an error.
     """
-    now = db.utcnow()
+    now = clock.utcnow()
     cancelled = status.Status.CANCELLED
     condition = [
         MESSAGES.c.id == message_id,

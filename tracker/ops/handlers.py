@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import math
 import re
 import time
@@ -28,10 +27,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from tracker import auth, db, errors, logs, metrics
+from tracker import auth, clock, db, errors, logs, metrics
 from tracker.domain import recipients, status
 from tracker.ops import queries
 from tracker.sending import api, schemas
@@ -261,7 +260,7 @@ async def list_messages(request: Request) -> Response:
         params = parse_params(ListParams, request)
         client = _visible_client(principal, params.client)
         cursor = queries.decode_cursor(params.cursor) if params.cursor else None
-        cutoff = db.utcnow() - dt.timedelta(seconds=services.settings.dlr_overdue_seconds)
+        cutoff = clock.utcnow() - dt.timedelta(seconds=services.settings.dlr_overdue_seconds)
         page = await queries.list_messages(
             session,
             _filter(params, client),
@@ -296,7 +295,7 @@ async def get_stats(request: Request) -> Response:
         found = await queries.stats(
             session,
             window=window,
-            now=db.utcnow(),
+            now=clock.utcnow(),
             overdue_after=dt.timedelta(seconds=settings.dlr_overdue_seconds),
             rate_per_minute=settings.rate_limit_per_minute,
             client=client,
@@ -333,7 +332,7 @@ def stats_out(found: queries.Stats) -> StatsOut:
 
 async def refresh_database_gauges(database: db.Database, settings: Settings) -> bool:
     """Set the gauges read from the database; False (and they keep old values) if it fails."""
-    now = db.utcnow()
+    now = clock.utcnow()
     cutoff = now - dt.timedelta(seconds=settings.dlr_overdue_seconds)
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT_SECONDS), database.read() as session:
@@ -390,21 +389,8 @@ async def prometheus_metrics(_request: Request) -> Response:
     )
 
 
-@functools.cache
-def _openapi_document() -> dict[str, Any]:
-    from tracker.ops import openapi
-
-    return openapi.document()
-
-
-async def openapi_json(_request: Request) -> JSONResponse:
-    """``GET /openapi.json``: every route, with the request and response models."""
-    return JSONResponse(_openapi_document())
-
-
 routes = [
     Route(api.SEND_ROUTE, messages_collection, methods=["GET", "POST"]),
     Route("/v1/stats", get_stats, methods=["GET"]),
     Route("/metrics", prometheus_metrics, methods=["GET"]),
-    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]
