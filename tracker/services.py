@@ -1,13 +1,13 @@
 """What a running app owns: settings, database, provider HTTP client.
 
 Handlers reach it through ``services_of(request)``; the lifespan in ``app``
-creates it and closes it.
+creates it and closes it. The callback ingester is ``app.state.ingester``
+(``reports.endpoint`` reads it), so this plumbing imports no package.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 from starlette.requests import Request
@@ -15,16 +15,12 @@ from starlette.requests import Request
 from tracker import db
 from tracker.settings import Settings
 
-if TYPE_CHECKING:
-    from tracker.reports.ingest import Ingester
-
 
 @dataclass
 class Services:
     settings: Settings
     database: db.Database
     provider_http: httpx.AsyncClient
-    callbacks: Ingester | None = None
 
 
 def services_of(request: Request) -> Services:

@@ -66,7 +66,7 @@ async def test_item_4_a_report_claiming_another_messages_provider_id_is_a_record
         async with running(app) as http:
             response = await post(http, settings, claimant, report(message_id="p-held"))
             after = await post(http, settings, holder, report(message_id="p-held"))
-            breaker = app.state.services.callbacks._broken_until
+            breaker = app.state.ingester._broken_until
     assert response.status_code == 409
     assert response.json() == {"detail": "report contradicts the message it was sent for"}
     assert after.json()["outcome"] == "applied"  # the holder's own report still applies
@@ -121,7 +121,7 @@ async def test_item_4_a_batch_mixing_good_reports_with_a_cross_message_provider_
     with capture_logs() as captured:
         async with running(app) as http:
             responses = await asyncio.gather(*(post(http, settings, i, b) for i, b in bodies))
-            breaker = app.state.services.callbacks._broken_until
+            breaker = app.state.ingester._broken_until
     answers = [(r.status_code, r.json().get("outcome")) for r in responses]
     assert answers == [(200, "applied")] * 7 + [(409, None)] + [(200, "applied")] * 13
     assert breaker == 0.0

@@ -357,7 +357,7 @@ async def test_an_unexpected_error_is_a_logged_500_with_the_request_id(
         raise RuntimeError("bug")
 
     async with running(app) as http:
-        monkeypatch.setattr(app.state.services.callbacks, "submit", broken)
+        monkeypatch.setattr(app.state.ingester, "submit", broken)
         with capture_logs() as captured:
             response = await http.post(path_for(settings, message_id), content=b"{}")
     assert response.status_code == 500

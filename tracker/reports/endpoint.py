@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from tracker import clock, logs, metrics, web
 from tracker.middleware import REQUEST_ID_HEADER, request_id_of
-from tracker.reports import capability, plan
+from tracker.reports import capability, ingest, plan
 
 if TYPE_CHECKING:
     from tracker.services import Services
@@ -120,9 +120,9 @@ class CallbackEndpoint:
             remote_addr=client[0] if client else None,
             received_at=clock.utcnow(),
         )
-        assert services.callbacks is not None  # noqa: S101 - the lifespan starts it
+        ingester: ingest.Ingester = scope["app"].state.ingester  # the lifespan starts it
         try:
-            result = await services.callbacks.submit(receipt)
+            result = await ingester.submit(receipt)
         except OSError:
             return "unavailable", 503, str(message_id)
         status_code = 200 if result == "spooled" else plan.HTTP_STATUS.get(result, 200)
