@@ -201,6 +201,10 @@ def flush() -> None:
     logwriter.WRITER.flush()
 
 
-def get_logger(name: str) -> Any:
-    """A lazily configured logger: safe to create at import, before ``configure``."""
-    return structlog.get_logger(name)
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A lazily configured logger: safe to create at import, before ``configure``.
+
+    ``configure`` makes its class with ``make_filtering_bound_logger``, hence the type.
+    """
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

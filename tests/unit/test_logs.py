@@ -251,3 +251,13 @@ def test_item_17_tracebacks_are_rendered_and_redacted(capsys: pytest.CaptureFixt
     out = json.dumps(lines)
     for secret in ("capability-secret", "eyJ", "hunter2", "345 678", "712345678"):
         assert secret not in out
+
+
+def test_get_logger_returns_the_filtering_bound_logger_its_type_names() -> None:
+    """Item 6: the logger configure() builds has FilteringBoundLogger's methods, as typed."""
+    logs.configure("json", "WARNING")
+    logger = logs.get_logger("tracker.typed").bind(request_id="r-1")
+    assert type(logger).__name__ == "BoundLoggerFilteringAtWarning"
+    for method in ("debug", "info", "warning", "error", "exception", "bind", "new", "unbind"):
+        assert callable(getattr(logger, method))
+    logs.configure("json", "INFO")
