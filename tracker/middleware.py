@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from http import HTTPStatus
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,7 +79,7 @@ class RequestContextMiddleware:
     @staticmethod
     def _log(scope: Scope, status_code: int, started: float) -> None:
         route = web.route_template(scope)
-        if route in QUIET_ROUTES and status_code < 400:  # noqa: PLR2004
+        if route in QUIET_ROUTES and status_code < HTTPStatus.BAD_REQUEST:
             return
         state = scope.get("state") or {}
         log.info(

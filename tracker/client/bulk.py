@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +131,11 @@ def send_chunk(
             return
         body = {"messages": [{"to": row.to, "message": row.message, **extra} for row in rows]}
         response = _post_retrying(post, body, f"{run_id}-{rows[0].line}-{attempt}")
-        if response.status_code == 202:  # noqa: PLR2004
+        if response.status_code == HTTPStatus.ACCEPTED:
             ids = [item["id"] for item in response.json()["messages"]]
             outcome.accepted += [(row.line, i) for row, i in zip(rows, ids, strict=True)]
             return
-        if response.status_code != 400:  # noqa: PLR2004
+        if response.status_code != HTTPStatus.BAD_REQUEST:
             raise BulkError(explain(response))
         refused = _item_errors(response.json().get("errors", {}), len(rows))
         if not refused:

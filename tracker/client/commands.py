@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,9 +79,9 @@ class Api:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON of a 2xx answer; ApiError naming the problem otherwise."""
         response = self.request(method, path, **kwargs)
-        if response.status_code >= 400:  # noqa: PLR2004
+        if response.status_code >= HTTPStatus.BAD_REQUEST:
             message = bulk.explain(response)
-            if response.status_code == 401:  # noqa: PLR2004
+            if response.status_code == HTTPStatus.UNAUTHORIZED:
                 message += " (check --key or TRACKER_API_KEY)"
             raise ApiError(message)
         return response.json()

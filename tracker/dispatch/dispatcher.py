@@ -19,6 +19,7 @@ import inspect
 import random
 import time
 from collections.abc import Awaitable
+from http import HTTPStatus
 
 import httpx
 
@@ -272,7 +273,7 @@ class Dispatcher:
                 claimed, str(exc), now + dt.timedelta(seconds=ACCOUNT_PAUSE_SECONDS), outcome
             )
             return "account_unavailable"
-        if exc.status_code == 429:  # noqa: PLR2004 - not sent; the pacer already paused
+        if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:  # not sent; the pacer already paused
             wait = exc.retry_after or self.settings.rate_limit_pause_seconds
             await self._retry(claimed, str(exc), now + dt.timedelta(seconds=wait), outcome)
             return "rate_limited"
@@ -352,7 +353,7 @@ def attempt_outcome(exc: errors.ProviderError) -> outbox.Outcome:
         return Outcome.REJECTED
     if isinstance(exc, kimisms.ProviderUnavailable):
         return Outcome.ACCOUNT_UNAVAILABLE
-    if exc.status_code == 429:  # noqa: PLR2004
+    if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:
         return Outcome.RATE_LIMITED
     if exc.status_code is None:  # a timeout, a lost connection, a 200 without an id
         return Outcome.NO_ANSWER

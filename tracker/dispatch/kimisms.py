@@ -18,6 +18,7 @@ import email.utils
 import re
 import time
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -102,7 +103,7 @@ def error_for(response: httpx.Response) -> errors.ProviderError:
     """Map a non-200 answer to the one error type, permanent or not."""
     code = response.status_code
     body = _json(response)
-    if code == 429:  # noqa: PLR2004
+    if code == HTTPStatus.TOO_MANY_REQUESTS:
         return errors.ProviderError(
             "rate limited by KIMISMS",
             permanent=False,
@@ -118,7 +119,7 @@ def error_for(response: httpx.Response) -> errors.ProviderError:
             status_code=code,
             field_errors=fields,
         )
-    if code >= 500:  # noqa: PLR2004
+    if code >= HTTPStatus.INTERNAL_SERVER_ERROR:
         return errors.ProviderError(
             f"KIMISMS server error {code}", permanent=False, status_code=code
         )
@@ -167,10 +168,10 @@ class KimismsClient:
         }
         token = await self._access_token()
         response = await self._post_send(body, token, message_id, turn_taken=turn_taken)
-        if response.status_code == 401:  # noqa: PLR2004 - expired or revoked: refresh once
+        if response.status_code == HTTPStatus.UNAUTHORIZED:  # expired or revoked: refresh once
             token = await self._access_token(stale=token)
             response = await self._post_send(body, token, message_id)
-        if response.status_code != 200:  # noqa: PLR2004
+        if response.status_code != HTTPStatus.OK:
             raise error_for(response)
         return self._acceptance(response)
 
@@ -213,7 +214,9 @@ class KimismsClient:
             metrics.PROVIDER_LATENCY_SECONDS.labels(path=path).observe(
                 time.perf_counter() - started
             )
-        if response.status_code == 429:  # noqa: PLR2004 - everyone waits, not just this call
+        if (
+            response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+        ):  # everyone waits, not just this call
             metrics.PROVIDER_RATE_LIMITED.inc()
             self.pacer.pause(retry_after_seconds(response) or self._rate_limit_pause_seconds)
         return response
@@ -254,7 +257,7 @@ class KimismsClient:
             },
         )
         body = _json(response)
-        if response.status_code != 200 or not isinstance(body, dict):  # noqa: PLR2004
+        if response.status_code != HTTPStatus.OK or not isinstance(body, dict):
             error = error_for(response)
             if error.permanent:  # bad credentials are the account's problem, not a message's
                 raise ProviderUnavailable(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from starlette.requests import ClientDisconnect
@@ -140,7 +141,7 @@ def _answer_body(status_code: int, outcome: str) -> bytes:
     if body is None:
         document = (
             {"received": True, "outcome": outcome}
-            if status_code == 200  # noqa: PLR2004
+            if status_code == HTTPStatus.OK
             else {"detail": _DETAILS.get(outcome, outcome)}
         )
         body = _ANSWERS[key] = json.dumps(document, separators=(",", ":")).encode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -104,7 +105,7 @@ class ProviderApi:
                 answer = throttled(admission)
             else:
                 answer = await handler(request)
-                if answer.status_code == 429:  # noqa: PLR2004 - a burst fault; not counted
+                if answer.status_code == HTTPStatus.TOO_MANY_REQUESTS:  # a burst fault; not counted
                     self.sandbox.limiter.release(admission)
             self._record(request, now, answer, over_limit=over_limit)
             if answer.delay_seconds > 0:

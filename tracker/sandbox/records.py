@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from tracker.sandbox import units
@@ -34,7 +35,7 @@ class CallbackAttempt:
 
     @property
     def ok(self) -> bool:
-        return self.http_status == 200  # noqa: PLR2004 - the documented "answer 200"
+        return self.http_status == HTTPStatus.OK  # the documented "answer 200"
 
     def to_json(self) -> dict[str, Any]:
         return {
