@@ -78,6 +78,8 @@ class TrackerApp(Starlette):
             await super().__call__(scope, receive, send)
 
 
+# Over 40 lines: the lifespan is a closure over settings, and start-up and
+# shut-down read best as one sequence, in order and reversed.
 def create_app(
     settings: Settings,
     *,

@@ -203,19 +203,7 @@ class Dispatcher:
             await self.client.pacer.acquire()
         finally:
             send.turn_taken.set()
-        # The turn may have come long after the claim (a 429 pauses everyone):
-        # send only what is still ours and still valid now.
-        async with self.database.write() as session:
-            confirmed = await outbox.confirm_send(
-                session,
-                send.claimed,
-                now=clock.utcnow(),
-                lease=self._lease,
-                give_up_after=self._give_up_after,
-            )
-        if confirmed is None:
-            metrics.SENDS.labels(outcome="not_sent").inc()
-            log.info("message_not_sent", message_id=str(send.claimed.id))
+        if (confirmed := await self._confirm(send.claimed)) is None:
             return
         send.claimed = claimed = confirmed
         started = time.perf_counter()
@@ -251,6 +239,27 @@ class Dispatcher:
                 provider_latency_ms=round((time.perf_counter() - started) * 1000, 1),
             )
 
+    async def _confirm(self, claimed: outbox.Claimed) -> outbox.Claimed | None:
+        """The claim, confirmed at its turn; None (counted ``not_sent``) when it is not.
+
+        The turn may have come long after the claim (a 429 pauses everyone):
+        send only what is still ours and still valid now.
+        """
+        async with self.database.write() as session:
+            confirmed = await outbox.confirm_send(
+                session,
+                claimed,
+                now=clock.utcnow(),
+                lease=self._lease,
+                give_up_after=self._give_up_after,
+            )
+        if confirmed is None:
+            metrics.SENDS.labels(outcome="not_sent").inc()
+            log.info("message_not_sent", message_id=str(claimed.id))
+        return confirmed
+
+    # Over 40 lines: one branch per kind of failure, each with its own write,
+    # read top to bottom as the retry policy.
     async def _handle_failure(self, claimed: outbox.Claimed, exc: errors.ProviderError) -> str:
         """Record a failed attempt; returns the outcome for the log line."""
         outcome = attempt_outcome(exc)

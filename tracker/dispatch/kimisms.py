@@ -214,9 +214,8 @@ class KimismsClient:
             metrics.PROVIDER_LATENCY_SECONDS.labels(path=path).observe(
                 time.perf_counter() - started
             )
-        if (
-            response.status_code == HTTPStatus.TOO_MANY_REQUESTS
-        ):  # everyone waits, not just this call
+        # A 429 pauses everyone, not just this call.
+        if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             metrics.PROVIDER_RATE_LIMITED.inc()
             self.pacer.pause(retry_after_seconds(response) or self._rate_limit_pause_seconds)
         return response

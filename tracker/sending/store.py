@@ -101,6 +101,8 @@ RETRY_NOT_CANCELLABLE = (
 )
 
 
+# Over 40 lines: one conditional UPDATE and the reading of why it matched
+# nothing (409 naming why, or a retried cancel answered 200).
 async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: str | None) -> Row:
     """Cancel a message that is still queued; the message as it now is.
 
