@@ -1,4 +1,4 @@
-"""The fast paths in messages agree with the slow, obviously-right way on many inputs."""
+"""The fast paths of domain.recipients and segments agree with the slow, obviously-right way."""
 
 from __future__ import annotations
 
