@@ -66,7 +66,7 @@ async def stop_sending(app: Starlette) -> None:
 
 class TrackerApp(Starlette):
     """Starlette, with callback POSTs taken before the middleware stack: the one
-    route under outside load answers at several times the rate (see ``receiver``)."""
+    route under outside load answers at several times the rate (see ``reports.endpoint``)."""
 
     _callbacks = endpoint.CallbackEndpoint()
 

@@ -1,4 +1,4 @@
-"""Rich renderings of API answers for the ops commands (``opscli``)."""
+"""Rich renderings of API answers for the ops commands (``client.commands``)."""
 
 from __future__ import annotations
 

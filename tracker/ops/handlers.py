@@ -277,7 +277,7 @@ async def list_messages(request: Request) -> Response:
 
 
 async def messages_collection(request: Request) -> Response:
-    """``/v1/messages``: GET lists (here), POST sends (``api``); one route, so 405 is right."""
+    """``/v1/messages``: GET lists, POST sends (``sending.api``); one route, so 405 is right."""
     if request.method == "POST":
         return await api.send_message(request)
     return await list_messages(request)

@@ -1,7 +1,7 @@
 """Delivery reports (callbacks): what a receipt says and what a batch of them does.
 
 Pure code: ``parse_report`` reads a body, ``plan`` decides a batch from the
-stored state of its messages, and ``receipt_store`` runs the statements. A
+stored state of its messages, and ``statements`` runs the statements. A
 receipt already stored is a duplicate and changes nothing; every other receipt
 is stored raw, with its outcome, next to the status change it caused. Moves
 only go forward (the rank), and the store repeats that guard in SQL. A report

@@ -9,7 +9,7 @@ per statement). Values are passed in the forms the models' column types store
 two in step.
 
 ``apply_receipts`` runs a batch in an SQLAlchemy session (the replayer, the
-CLI); ``receipt_writer`` runs the same statements on the ingester's own
+CLI); ``writer`` runs the same statements on the ingester's own
 connection.
 """
 
@@ -41,7 +41,7 @@ async def apply_receipts(
     """Apply a batch in the session's write transaction; one outcome per receipt.
 
     For the replayer and the CLI, which have no deadline (the ingester's own
-    writer, ``receipt_writer``, has one).
+    writer, ``writer``, has one).
     """
     connection = await session.connection()
     postgresql = connection.dialect.name == "postgresql"

@@ -4,7 +4,7 @@ Through the SQLAlchemy pool, a group commit paid for a checkout, a session,
 BEGIN, COMMIT and the reset on return before any statement ran: about a
 millisecond of the event loop's time per batch, on the one route that is
 under outside load. The ingester writes only receipts, with statements of its
-own (``receipt_store``), so it keeps one connection of its own instead:
+own (``statements``), so it keeps one connection of its own instead:
 
 - SQLite: a plain ``sqlite3`` connection on one thread; the whole transaction
   (BEGIN IMMEDIATE to COMMIT) is a single call to that thread, and the deadline
