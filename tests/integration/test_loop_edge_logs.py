@@ -20,6 +20,7 @@ from tests.integration.test_callbacks import PROVIDER_ID, report
 from tests.processes import free_port
 from tracker import clock, db
 from tracker.dispatch import dispatcher
+from tracker.domain import status
 from tracker.reports import ingest, plan
 from tracker.reports.spool import Spool
 
@@ -84,7 +85,7 @@ async def test_item_17_callback_writer_and_replayer_edges_log_the_traceback(
         assert entry["exc_info"] is True, name
     assert await ingest.replay(database, ingester.spool) == 1  # nothing was lost
     async with database.read() as session:
-        status = await session.scalar(
+        stored = await session.scalar(
             text("SELECT status FROM messages WHERE provider_message_id = :p"), {"p": PROVIDER_ID}
         )
-    assert status == status.Status.DELIVERED
+    assert stored == status.Status.DELIVERED
