@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import structlog
 from starlette.applications import Starlette
 
 from tracker import auth, db, migrate
@@ -31,6 +32,17 @@ POSTGRES_URL = os.environ.get(
     "TRACKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Tests that never call logs.configure() log through structlog's defaults, whose
+# console renderer draws rich tracebacks with every frame's locals: seconds on
+# the event loop for one asyncpg error. The service itself formats tracebacks
+# as plain text (format_exc_info), so the tests do the same.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 def postgres_url(database: str) -> str:

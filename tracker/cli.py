@@ -263,6 +263,11 @@ def main() -> None:
     """Entry point: a caller's mistake is one line on stderr, never a traceback."""
     try:
         cli()
+    except errors.DatabaseUnavailable as exc:  # say what the driver said, and what to do
+        cause = exc.__cause__
+        problem = _database_problem(cause) if isinstance(cause, sa_exc.SQLAlchemyError) else exc
+        typer.echo(f"error: {problem}", err=True)
+        sys.exit(2)
     except (errors.TrackerError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

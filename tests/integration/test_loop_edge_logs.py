@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
@@ -89,3 +90,33 @@ async def test_item_17_callback_writer_and_replayer_edges_log_the_traceback(
             text("SELECT status FROM messages WHERE provider_message_id = :p"), {"p": PROVIDER_ID}
         )
     assert stored == status.Status.DELIVERED
+
+
+async def test_an_outage_logs_its_traceback_once_not_on_every_failed_batch(
+    database: db.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A traceback costs the event loop milliseconds: the writer and the replayer log it
+    when an outage starts, and later failures of the same outage only as one line."""
+    monkeypatch.setattr(ingest, "BREAKER_SECONDS", 0.05)
+    message_id = await add_message(database, provider_message_id=PROVIDER_ID)
+    broken = db.Database(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    ingester = ingest.Ingester(broken, Spool(tmp_path / "spool.jsonl"), 1.0)
+    try:
+        with capture_logs() as entries:
+            await ingester.start(replay_interval=0.05)
+            for _ in range(3):
+                receipt = plan.Receipt(message_id, json.dumps(report()), "::1", clock.utcnow())
+                assert await ingester.submit(receipt) == ingest.SPOOLED
+                await asyncio.sleep(0.1)  # past the breaker: the next batch tries again
+            await _until(
+                entries,
+                lambda _: sum(e["event"] == "callback_replay_deferred" for e in entries) >= 3,
+            )
+    finally:
+        await ingester.stop()
+        await broken.dispose()
+    for name in ("callback_db_unavailable", "callback_replay_deferred"):
+        flags = [entry["exc_info"] for entry in entries if entry["event"] == name]
+        assert len(flags) >= 2, name
+        assert flags[0] is True, name
+        assert not any(flags[1:]), name

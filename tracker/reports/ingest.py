@@ -62,6 +62,11 @@ class Ingester:
         self.writer = writer.for_database(database, deadline_seconds, cap=reports_per_message)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._broken_until = 0.0
+        # Whether the writer / the replayer is in an outage: its traceback is logged
+        # once when it starts. Formatting one costs milliseconds on the event loop
+        # (much more with a console renderer), which the callbacks must not pay twice.
+        self._writer_failing = False
+        self._replay_failing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._rescues: set[asyncio.Task[None]] = set()
 
@@ -118,9 +123,14 @@ class Ingester:
                     "callback_db_unavailable",
                     error=type(exc).__name__,
                     batch=len(batch),
-                    exc_info=True,
+                    exc_info=not self._writer_failing,
                 )
+                self._writer_failing = True
                 await self._spool_and_resolve([p for p in batch if not p.future.done()])
+            else:
+                if self._writer_failing:
+                    log.info("callback_db_available_again")
+                self._writer_failing = False
 
     async def _commit(self, batch: list[_Pending], refuse: frozenset[str] = frozenset()) -> None:
         """Apply a batch and resolve its requests; raises only for a systemic failure.
@@ -183,7 +193,14 @@ class Ingester:
             try:
                 await replay(self.database, self.spool, cap=self.reports_per_message)
             except Exception as exc:  # the database is still away; try again later
-                log.warning("callback_replay_deferred", error=type(exc).__name__, exc_info=True)
+                log.warning(
+                    "callback_replay_deferred",
+                    error=type(exc).__name__,
+                    exc_info=not self._replay_failing,
+                )
+                self._replay_failing = True
+            else:
+                self._replay_failing = False
 
 
 def _count_dropped(outcomes: list[plan.Outcome]) -> None:
