@@ -12,10 +12,10 @@ never run it in front of KIMISMS, it keeps nothing.
 from __future__ import annotations
 
 from tracker import cli
-from tracker.reports import ingest, plan
+from tracker.reports import ingest, plan, reading
 
 
-async def _answer_at_once(_ingester: ingest.Ingester, _receipt: plan.Receipt) -> str:
+async def _answer_at_once(_ingester: ingest.Ingester, _receipt: reading.Receipt) -> str:
     return plan.Outcome.APPLIED
 
 

@@ -19,7 +19,7 @@ from tracker import clock, db, metrics, models
 from tracker.app import create_app
 from tracker.domain import status
 from tracker.errors import ConfigurationError
-from tracker.reports import ingest, plan, statements
+from tracker.reports import ingest, plan, reading, statements
 from tracker.reports.spool import Spool
 
 CAP = 3
@@ -67,10 +67,10 @@ async def test_item_12_a_batch_stops_storing_at_the_cap_but_keeps_the_final_repo
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     other = await add_message(database, provider_message_id="p-other")
     bodies = [json.dumps(report("Buffered", description=f"try {n}")) for n in range(6)]
-    batch = [plan.Receipt(message_id, b, None, clock.utcnow()) for b in bodies]
-    batch.append(plan.Receipt(message_id, json.dumps(report()), None, clock.utcnow()))
+    batch = [reading.Receipt(message_id, b, None, clock.utcnow()) for b in bodies]
+    batch.append(reading.Receipt(message_id, json.dumps(report()), None, clock.utcnow()))
     batch.append(
-        plan.Receipt(other, json.dumps(report(message_id="p-other")), None, clock.utcnow())
+        reading.Receipt(other, json.dumps(report(message_id="p-other")), None, clock.utcnow())
     )
     async with database.write() as session:
         outcomes = await statements.apply_receipts(session, batch, cap=CAP)
@@ -91,7 +91,7 @@ async def test_item_12_the_replay_honours_the_cap(database: db.Database, tmp_pat
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     spool = Spool(tmp_path / "spool.jsonl")
     bodies = [report("Sent", description=f"hop {n}") for n in range(10)] + [report()]
-    spool.append([plan.Receipt(message_id, json.dumps(b), None, clock.utcnow()) for b in bodies])
+    spool.append([reading.Receipt(message_id, json.dumps(b), None, clock.utcnow()) for b in bodies])
     before = dropped()
     assert await ingest.replay(database, spool, batch_size=4, cap=CAP) == 11
     assert dropped() - before == 10 - CAP

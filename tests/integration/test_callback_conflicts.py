@@ -24,15 +24,15 @@ from tests.integration.test_callbacks import post, report
 from tracker import clock, db, models
 from tracker.app import create_app
 from tracker.domain import status
-from tracker.reports import ingest, plan, statements
+from tracker.reports import ingest, plan, reading, statements
 from tracker.reports.spool import Spool
 from tracker.settings import Settings
 
 DEADLINE = 1.0
 
 
-def receipt(message_id: uuid.UUID, body: dict[str, str]) -> plan.Receipt:
-    return plan.Receipt(message_id, json.dumps(body), "127.0.0.1", clock.utcnow())
+def receipt(message_id: uuid.UUID, body: dict[str, str]) -> reading.Receipt:
+    return reading.Receipt(message_id, json.dumps(body), "127.0.0.1", clock.utcnow())
 
 
 async def receipts_of(database: db.Database, message_id: uuid.UUID) -> list[str]:

@@ -17,7 +17,7 @@ from tests.factories import add_message, fetch_message
 from tests.integration.test_callbacks import PROVIDER_ID, post, report
 from tracker import clock, db, errors, metrics, models
 from tracker.domain import status
-from tracker.reports import ingest, plan, statements
+from tracker.reports import ingest, plan, reading, statements
 from tracker.reports.spool import Spool
 from tracker.settings import Settings
 
@@ -47,9 +47,9 @@ async def statuses(database: db.Database, ids: list[uuid.UUID]) -> list[str]:
     return [(await fetch_message(database, i)).status for i in ids]
 
 
-def receipt_for(message_id: uuid.UUID, body: str | bytes) -> plan.Receipt:
+def receipt_for(message_id: uuid.UUID, body: str | bytes) -> reading.Receipt:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    return plan.Receipt(message_id, text, "127.0.0.1", clock.utcnow())
+    return reading.Receipt(message_id, text, "127.0.0.1", clock.utcnow())
 
 
 @pytest.mark.parametrize("name", list(POISON_BODIES))

@@ -22,7 +22,7 @@ from tests.factories import add_message, count_rows, fetch_message
 from tracker import clock, db, metrics, models
 from tracker.app import create_app
 from tracker.domain import status
-from tracker.reports import capability, ingest, plan, statements
+from tracker.reports import capability, ingest, plan, reading, statements
 from tracker.reports.spool import Spool
 from tracker.settings import Settings
 
@@ -199,7 +199,7 @@ async def test_a_batch_that_moves_a_message_then_learns_its_provider_id_keeps_bo
     bodies = [json.dumps(anonymous), json.dumps(report("Pending"))]
     async with database.write() as session:
         outcomes = await statements.apply_receipts(
-            session, [plan.Receipt(message_id, b, "127.0.0.1", clock.utcnow()) for b in bodies]
+            session, [reading.Receipt(message_id, b, "127.0.0.1", clock.utcnow()) for b in bodies]
         )
     assert outcomes == [plan.Outcome.APPLIED, plan.Outcome.INTERIM]
     message = await fetch_message(database, message_id)
@@ -218,7 +218,7 @@ async def test_interim_reports_in_one_batch_leave_the_last_words_and_learn_the_i
     bodies = [json.dumps(sent), json.dumps(anonymous_buffered)]
     async with database.write() as session:
         outcomes = await statements.apply_receipts(
-            session, [plan.Receipt(message_id, b, "127.0.0.1", clock.utcnow()) for b in bodies]
+            session, [reading.Receipt(message_id, b, "127.0.0.1", clock.utcnow()) for b in bodies]
         )
     assert outcomes == [plan.Outcome.INTERIM, plan.Outcome.INTERIM]
     message = await fetch_message(database, message_id)
@@ -353,7 +353,7 @@ async def test_an_unexpected_error_is_a_logged_500_with_the_request_id(
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     app = create_app(settings)
 
-    async def broken(_receipt: plan.Receipt) -> ingest.Result:
+    async def broken(_receipt: reading.Receipt) -> ingest.Result:
         raise RuntimeError("bug")
 
     async with running(app) as http:
@@ -436,7 +436,7 @@ async def test_an_unreachable_database_spools_and_replay_applies_once(
     ingester = ingest.Ingester(broken, spool, deadline_seconds=1.0)
     await ingester.start(replay_interval=3600)
     try:
-        receipt = plan.Receipt(message_id, json.dumps(report()), "127.0.0.1", clock.utcnow())
+        receipt = reading.Receipt(message_id, json.dumps(report()), "127.0.0.1", clock.utcnow())
         assert await ingester.submit(receipt) == ingest.SPOOLED
         assert await ingester.submit(receipt) == ingest.SPOOLED  # breaker open now
     finally:
@@ -456,7 +456,7 @@ async def test_the_servers_replayer_applies_the_spool_once_the_database_answers(
     """No operator needed: the running receiver replays what an outage left spooled."""
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
     spool = Spool(tmp_path / "spool.jsonl")
-    spool.append([plan.Receipt(message_id, json.dumps(report()), None, clock.utcnow())])
+    spool.append([reading.Receipt(message_id, json.dumps(report()), None, clock.utcnow())])
     ingester = ingest.Ingester(database, spool, deadline_seconds=1.0)
     await ingester.start(replay_interval=0.05)
     try:
@@ -477,7 +477,7 @@ def test_a_torn_spool_line_is_set_aside_and_the_next_append_starts_a_line(
     """A crash mid-append leaves a partial line: later appends stay readable, the torn
     text is quarantined as it was, and the rest of the spool replays."""
     spool = Spool(tmp_path / "spool.jsonl")
-    first, second = (plan.Receipt(uuid.uuid4(), "{}", None, clock.utcnow()) for _ in range(2))
+    first, second = (reading.Receipt(uuid.uuid4(), "{}", None, clock.utcnow()) for _ in range(2))
     spool.append([first])
     with spool.path.open("a") as handle:
         handle.write('{"message_id": "trunc')
@@ -492,7 +492,7 @@ def test_an_append_blocked_by_a_claim_writes_to_the_new_spool_file(tmp_path: Pat
     """Server and `tracker callbacks replay` share the spool: an append that waited for
     the lock while the file was claimed writes to a fresh file, not the claimed one."""
     spool = Spool(tmp_path / "spool.jsonl")
-    receipt = plan.Receipt(uuid.uuid4(), "{}", None, clock.utcnow())
+    receipt = reading.Receipt(uuid.uuid4(), "{}", None, clock.utcnow())
     spool.append([receipt])
     holder = os.open(spool.path, os.O_RDWR)
     fcntl.flock(holder, fcntl.LOCK_EX)  # as a claim in another process holds it

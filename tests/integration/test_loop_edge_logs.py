@@ -22,7 +22,7 @@ from tests.processes import free_port
 from tracker import clock, db
 from tracker.dispatch import dispatcher
 from tracker.domain import status
-from tracker.reports import ingest, plan
+from tracker.reports import ingest, reading
 from tracker.reports.spool import Spool
 
 Entries = list[MutableMapping[str, Any]]
@@ -69,7 +69,7 @@ async def test_item_17_callback_writer_and_replayer_edges_log_the_traceback(
 ) -> None:
     """Item 17: the group commit and the replayer, failing on the database, log exc_info."""
     message_id = await add_message(database, provider_message_id=PROVIDER_ID)
-    receipt = plan.Receipt(message_id, json.dumps(report()), "127.0.0.1", clock.utcnow())
+    receipt = reading.Receipt(message_id, json.dumps(report()), "127.0.0.1", clock.utcnow())
     broken = db.Database(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
     ingester = ingest.Ingester(broken, Spool(tmp_path / "spool.jsonl"), 1.0)
     try:
@@ -105,7 +105,7 @@ async def test_an_outage_logs_its_traceback_once_not_on_every_failed_batch(
         with capture_logs() as entries:
             await ingester.start(replay_interval=0.05)
             for _ in range(3):
-                receipt = plan.Receipt(message_id, json.dumps(report()), "::1", clock.utcnow())
+                receipt = reading.Receipt(message_id, json.dumps(report()), "::1", clock.utcnow())
                 assert await ingester.submit(receipt) == ingest.SPOOLED
                 await asyncio.sleep(0.1)  # past the breaker: the next batch tries again
             await _until(

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from tests.factories import add_message, count_rows, fetch_message
 from tracker import clock, db, models
 from tracker.domain import status
-from tracker.reports import ingest, plan, statements, writer
+from tracker.reports import ingest, plan, reading, statements, writer
 from tracker.reports.spool import Spool
 
 DEADLINE = 0.5
@@ -26,9 +26,9 @@ ENDLESS_QUERY = (
 )
 
 
-def receipt(message_id: uuid.UUID, status: str = "Delivered") -> plan.Receipt:
+def receipt(message_id: uuid.UUID, status: str = "Delivered") -> reading.Receipt:
     body = json.dumps({"message_id": "p-1", "contact": "254712345678", "status": status})
-    return plan.Receipt(message_id, body, "127.0.0.1", clock.utcnow())
+    return reading.Receipt(message_id, body, "127.0.0.1", clock.utcnow())
 
 
 async def test_a_batch_is_applied_and_the_connection_reused(database: db.Database) -> None:
@@ -55,7 +55,7 @@ async def test_a_sqlite_statement_past_the_deadline_is_interrupted(
     real_apply = statements.apply_on_sqlite
 
     def endless(
-        connection: sqlite3.Connection, _receipts: list[plan.Receipt], **_options: object
+        connection: sqlite3.Connection, _receipts: list[reading.Receipt], **_options: object
     ) -> None:
         connection.execute(ENDLESS_QUERY).fetchall()
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from tests.integration.test_callbacks import report
 from tracker import clock, db, models
 from tracker.domain import segments, status
-from tracker.reports import ingest, plan
+from tracker.reports import ingest, reading
 from tracker.reports.spool import Spool
 
 MESSAGES = 400
@@ -55,7 +55,7 @@ def spool_lines(ids: list[uuid.UUID]) -> list[str]:
     for word in WORDS:
         for n, message_id in enumerate(ids):
             body = json.dumps(report(word, message_id=f"p-{n}"))
-            receipt = plan.Receipt(message_id, body, "127.0.0.1", clock.utcnow())
+            receipt = reading.Receipt(message_id, body, "127.0.0.1", clock.utcnow())
             lines.append(json.dumps(receipt.to_json()))
     return lines
 
@@ -84,8 +84,10 @@ async def test_item_18_a_large_spool_replays_once_with_its_file_work_off_the_loo
     spool.path.write_bytes(b"".join(line + b"\n" for line in data))
     parses: list[int] = []
     fsyncs: list[int] = []
-    real_from_json = plan.Receipt.from_json.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(plan.Receipt, "from_json", classmethod(recording(parses, real_from_json)))
+    real_from_json = reading.Receipt.from_json.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        reading.Receipt, "from_json", classmethod(recording(parses, real_from_json))
+    )
     monkeypatch.setattr(os, "fsync", recording(fsyncs, os.fsync))
     assert await ingest.replay(database, spool, batch_size=100) == 3 * MESSAGES
     loop_thread = threading.get_ident()
@@ -109,7 +111,7 @@ def test_item_18_the_spool_is_read_in_bounded_batches_not_whole(tmp_path: Path) 
     stays far below the file's size."""
     spool = Spool(tmp_path / "spool.jsonl")
     line = json.dumps(
-        plan.Receipt(uuid.uuid4(), json.dumps(report()), None, clock.utcnow()).to_json()
+        reading.Receipt(uuid.uuid4(), json.dumps(report()), None, clock.utcnow()).to_json()
     )
     with spool.path.open("w") as handle:
         for _ in range(20_000):

@@ -99,11 +99,12 @@ def test_client_speaks_http_only(module: str) -> None:
         assert name.startswith(("tracker.client", "tracker.domain")), name
 
 
-def test_the_report_planner_is_pure() -> None:
-    """reports.plan decides from values: no database layer and no driver."""
-    assert not imports()["tracker.reports.plan"] & IO_LIBRARIES
+@pytest.mark.parametrize("module", ["tracker.reports.plan", "tracker.reports.reading"])
+def test_the_report_planner_is_pure(module: str) -> None:
+    """reports.plan and the reading it decides from: values only, no database layer or driver."""
+    assert not imports()[module] & IO_LIBRARIES
     allowed = {"tracker.clock", "tracker.errors", "tracker.logs", *modules_in("tracker.domain")}
-    assert ours("tracker.reports.plan") <= allowed
+    assert ours(module) <= allowed | {"tracker.reports.reading"}
 
 
 def test_the_outbox_does_not_import_the_provider_client() -> None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from tracker import db
-from tracker.reports import plan
+from tracker.reports import reading
 
 
 class FakeDriverError(Exception):
@@ -40,7 +40,7 @@ def dbapi_error(sqlstate: str) -> sa_exc.DBAPIError:
 )
 def test_a_body_holding_unstorable_text_is_not_a_report(body: str) -> None:
     """NUL, lone surrogates and runaway nesting make a body malformed."""
-    assert plan.parse_report(body) is None
+    assert reading.parse_report(body) is None
 
 
 @pytest.mark.parametrize(
@@ -50,16 +50,16 @@ def test_a_body_holding_unstorable_text_is_not_a_report(body: str) -> None:
 def test_escapes_of_storable_text_still_parse(description: str) -> None:
     """Non-ASCII text (and a surrogate pair) escaped by the sender is a normal report."""
     body = json.dumps({"status": "Delivered", "description": description})
-    parsed = plan.parse_report(body)
+    parsed = reading.parse_report(body)
     assert parsed is not None
     assert parsed.description == description
 
 
 def test_storable_text_escapes_nul_and_leaves_the_rest() -> None:
     """NUL is written as JSON writes it; other text is returned unchanged."""
-    assert plan.storable_text('{"a": 1}\x00\x00') == '{"a": 1}\\u0000\\u0000'
+    assert reading.storable_text('{"a": 1}\x00\x00') == '{"a": 1}\\u0000\\u0000'
     plain = '{"status": "Delivered"}'
-    assert plan.storable_text(plain) is plain
+    assert reading.storable_text(plain) is plain
 
 
 @pytest.mark.parametrize(
@@ -100,8 +100,8 @@ def test_failures_caused_by_the_data_are_not_systemic(error: BaseException) -> N
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_a_body_with_a_non_json_number_is_not_a_report(constant: str) -> None:
     """Python's json reads NaN and Infinity; the provider's JSON cannot hold them."""
-    assert plan.parse_report(f'{{"status": "Delivered", "price": {constant}}}') is None
-    assert plan.parse_report('{"status": "Delivered", "price": 1.5}') is not None
+    assert reading.parse_report(f'{{"status": "Delivered", "price": {constant}}}') is None
+    assert reading.parse_report('{"status": "Delivered", "price": 1.5}') is not None
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from starlette.routing import Route
 import tracker
 from tracker import auth
 from tracker.ops import handlers
-from tracker.reports import capability, plan
+from tracker.reports import capability, reading
 from tracker.sending import api, idempotency, schemas
 
 OPENAPI_VERSION = "3.1.0"
@@ -55,10 +55,10 @@ class CallbackReport(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    status: str = Field(min_length=1, max_length=plan.MAX_STATUS_LENGTH, examples=["Delivered"])
+    status: str = Field(min_length=1, max_length=reading.MAX_STATUS_LENGTH, examples=["Delivered"])
     message_id: str | None = Field(default=None, description="The provider's message id")
     contact: str | None = None
-    description: str | None = Field(default=None, max_length=plan.MAX_DESCRIPTION_LENGTH)
+    description: str | None = Field(default=None, max_length=reading.MAX_DESCRIPTION_LENGTH)
 
 
 class CallbackAck(BaseModel):

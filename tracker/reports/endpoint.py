@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from tracker import clock, logs, metrics, web
 from tracker.middleware import REQUEST_ID_HEADER, request_id_of
-from tracker.reports import capability, ingest, plan
+from tracker.reports import capability, ingest, plan, reading
 
 if TYPE_CHECKING:
     from tracker.services import Services
@@ -115,7 +115,7 @@ class CallbackEndpoint:
         except web.PayloadTooLarge:
             return "too_large", 413, str(message_id)
         client = scope.get("client")
-        receipt = plan.Receipt(
+        receipt = reading.Receipt(
             message_id=message_id,
             body=body.decode("utf-8", errors="replace"),
             remote_addr=client[0] if client else None,

@@ -24,7 +24,7 @@ from typing import Literal
 from sqlalchemy import text
 
 from tracker import db, logs, metrics
-from tracker.reports import plan, statements, writer
+from tracker.reports import plan, reading, statements, writer
 from tracker.reports.spool import Spool
 
 log = logs.get_logger(__name__)
@@ -40,7 +40,7 @@ Result = plan.Outcome | Spooled
 
 @dataclass
 class _Pending:
-    receipt: plan.Receipt
+    receipt: reading.Receipt
     future: asyncio.Future[Result]
 
 
@@ -87,7 +87,7 @@ class Ingester:
             await self._spool_and_resolve([pending])
         await self.writer.close()
 
-    async def submit(self, receipt: plan.Receipt) -> Result:
+    async def submit(self, receipt: reading.Receipt) -> Result:
         """Apply (or spool) one receipt; returns only once it is durable."""
         loop = asyncio.get_running_loop()
         pending = _Pending(receipt, loop.create_future())
@@ -237,7 +237,7 @@ async def _replay_file(
     database: db.Database, spool: Spool, path: Path, batch_size: int, cap: int
 ) -> int:
     batches = spool.batches(path, batch_size)
-    count, end = 0, list[plan.Receipt]()
+    count, end = 0, list[reading.Receipt]()
     try:
         while batch := await asyncio.to_thread(next, batches, end):
             await _replay_batch(database, spool, batch, cap)
@@ -251,7 +251,7 @@ async def _replay_file(
 
 
 async def _replay_batch(
-    database: db.Database, spool: Spool, batch: list[plan.Receipt], cap: int
+    database: db.Database, spool: Spool, batch: list[reading.Receipt], cap: int
 ) -> None:
     try:
         await _apply_in_own_transaction(database, batch, cap)
@@ -272,7 +272,7 @@ async def _replay_batch(
 
 
 async def _apply_in_own_transaction(
-    database: db.Database, batch: list[plan.Receipt], cap: int
+    database: db.Database, batch: list[reading.Receipt], cap: int
 ) -> None:
     async with database.write() as session:
         outcomes = await statements.apply_receipts(session, batch, cap=cap)
@@ -295,7 +295,7 @@ def _reason(error: Exception) -> str:
     return f"{type(cause).__name__}: {db.driver_message(error)}"[:300]
 
 
-async def _quarantine(spool: Spool, receipt: plan.Receipt, error: Exception) -> None:
+async def _quarantine(spool: Spool, receipt: reading.Receipt, error: Exception) -> None:
     reason = _reason(error)
     await asyncio.to_thread(spool.quarantine, receipt, reason)
     metrics.CALLBACKS.labels(outcome="quarantined").inc()

@@ -1,41 +1,33 @@
-"""Delivery reports (callbacks): what a receipt says and what a batch of them does.
+"""Deciding a batch of delivery reports from the stored state of its messages.
 
-Pure code: ``parse_report`` reads a body, ``plan`` decides a batch from the
-stored state of its messages, and ``statements`` runs the statements. A
-receipt already stored is a duplicate and changes nothing; every other receipt
-is stored raw, with its outcome, next to the status change it caused. Moves
-only go forward (the rank), and the store repeats that guard in SQL. A report
+Pure code: ``decide`` plans a batch of receipts (read by ``reading``) from what
+the database holds for them, and ``statements`` runs the plan. A receipt
+already stored is a duplicate and changes nothing; every other receipt is
+stored raw, with its outcome, next to the status change it caused. Moves only
+go forward (the rank), and the store repeats that guard in SQL. A report
 claiming a provider message id that another message holds is a mismatch. One
 capability URL cannot store without bound: past a cap of receipts per message,
 only a report that moves the status is stored (a final report is never lost);
 the others are answered ``ignored``.
 """
 
-# Over 400 lines for now: reading a report and deciding a batch share its types
-# and outcomes. Issue 13's second part (one way to apply a delivery report)
-# reworks this module with the statements; it is split then, not twice.
-
 from __future__ import annotations
 
 import datetime as dt
 import enum
-import functools
-import hashlib
 import json
-import re
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tracker import clock, errors, logs
+from tracker import clock, logs
 from tracker.domain import status
+from tracker.reports import reading
 
 Status = status.Status  # fields and options named ``status`` shadow the module
 
 log = logs.get_logger(__name__)
-MAX_STATUS_LENGTH = 64
-MAX_DESCRIPTION_LENGTH = 255
 # Receipts stored per message (TRACKER_CALLBACK_REPORTS_PER_MESSAGE's default): past
 # it, only a report that moves the status is stored; the rest are answered "ignored".
 REPORTS_PER_MESSAGE = 50
@@ -55,125 +47,6 @@ class Outcome(enum.StrEnum):
 
 HTTP_STATUS = {Outcome.MISMATCH: 409, Outcome.MALFORMED: 400, Outcome.UNKNOWN_MESSAGE: 404}
 _REFUSED = {outcome.value: outcome for outcome in HTTP_STATUS}  # as stored in receipts
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """One callback as it arrived: the raw body is what we keep."""
-
-    message_id: uuid.UUID
-    body: str
-    remote_addr: str | None
-    received_at: dt.datetime
-
-    @functools.cached_property
-    def dedupe_key(self) -> str:
-        return hashlib.sha256(f"{self.message_id}\n{self.body}".encode()).hexdigest()
-
-    @functools.cached_property
-    def report(self) -> Report | None:
-        """The body read as a report (once: the batch's reads need its provider id)."""
-        return parse_report(self.body)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "message_id": str(self.message_id),
-            "body": self.body,
-            "remote_addr": self.remote_addr,
-            "received_at": self.received_at.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Receipt:
-        return cls(
-            message_id=uuid.UUID(data["message_id"]),
-            body=data["body"],
-            remote_addr=data.get("remote_addr"),
-            received_at=dt.datetime.fromisoformat(data["received_at"]),
-        )
-
-
-@dataclass(frozen=True)
-class Report:
-    """The fields of a well-formed KIMISMS delivery callback."""
-
-    status: str
-    provider_message_id: str | None
-    contact: str | None
-    description: str | None
-    payload: dict[str, Any]
-
-
-def _optional_text(data: dict[str, Any], key: str, limit: int) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise ValueError(key)
-    return value
-
-
-# Text no column can hold: PostgreSQL refuses NUL (U+0000) in text, and no UTF-8
-# text holds a lone surrogate (JSON can spell both: "\u0000", "\ud800"). One of
-# them in a report would fail its whole group commit (tripping the breaker), then
-# fail every replay of the spool the same way, so such a report is malformed.
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
-
-
-def _holds_unstorable_text(data: Any) -> bool:
-    """Whether any key or string in parsed JSON holds unstorable text (iterative:
-    json.loads accepts deeper nesting than a recursive walk could follow)."""
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if _UNSTORABLE.search(value):
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
-
-
-def parse_report(body: str) -> Report | None:
-    """The report in a callback body, or None if it is not one.
-
-    Malformed bodies are recorded and refused with 400 like any other (the
-    provider gets a clear answer; we keep the evidence): that includes strings
-    holding unstorable text, and nesting too deep to parse.
-    """
-    try:
-        data = json.loads(body, parse_constant=errors.refuse_json_constant)  # strict: no NaN
-    except (ValueError, RecursionError):  # JSONDecodeError, or "[[[[..." past the stack
-        return None
-    # Only a JSON escape can put such text in a parsed string (a raw NUL byte is
-    # already invalid JSON), so bodies without a backslash-u skip the walk.
-    if not isinstance(data, dict) or ("\\u" in body and _holds_unstorable_text(data)):
-        return None
-    try:
-        status = _optional_text(data, "status", MAX_STATUS_LENGTH)
-        if not status or not status.strip():
-            return None
-        return Report(
-            status=status.strip(),
-            provider_message_id=_optional_text(data, "message_id", 64),
-            contact=_optional_text(data, "contact", 32),
-            description=_optional_text(data, "description", MAX_DESCRIPTION_LENGTH),
-            payload=data,
-        )
-    except ValueError:  # our own field errors
-        return None
-
-
-def storable_text(raw: str) -> str:
-    """A raw body as PostgreSQL text can hold it: NUL written as JSON writes it.
-
-    The body is kept as evidence, so it must be stored even when it is
-    malformed; the dedupe key is still taken from the body as received.
-    """
-    return raw.replace("\x00", "\\u0000") if "\x00" in raw else raw
 
 
 @dataclass
@@ -196,14 +69,14 @@ class Stored:
     receipts: dict[uuid.UUID, int] = field(default_factory=dict)  # per message, to the cap
 
 
-def provider_ids(receipts: list[Receipt]) -> list[str]:
+def provider_ids(receipts: list[reading.Receipt]) -> list[str]:
     """The provider message ids the batch's reports claim (for ``Stored.owners``)."""
     claimed = {r.report.provider_message_id for r in receipts if r.report is not None}
     return [pmid for pmid in claimed if pmid]
 
 
 def _contradiction(
-    report: Report, message: Snapshot, owner: uuid.UUID | None, message_id: uuid.UUID
+    report: reading.Report, message: Snapshot, owner: uuid.UUID | None, message_id: uuid.UUID
 ) -> str | None:
     if report.contact is not None and report.contact.lstrip("+") != message.contact:
         return "contact differs from the message's"
@@ -268,7 +141,7 @@ _IGNORED: Decision = (Outcome.IGNORED, None, None)
 
 
 def _decide_one(
-    plan: Plan, stored: Stored, receipt: Receipt, message: Snapshot | None, *, capped: bool
+    plan: Plan, stored: Stored, receipt: reading.Receipt, message: Snapshot | None, *, capped: bool
 ) -> Decision:
     """(outcome, detail, new status) for one receipt; updates ``stored`` and the plan.
     Past the message's cap (``capped``) only a report that moves the status counts."""
@@ -288,7 +161,13 @@ def _decide_one(
 
 
 def _judge(
-    plan: Plan, stored: Stored, receipt: Receipt, report: Report, message: Snapshot, *, capped: bool
+    plan: Plan,
+    stored: Stored,
+    receipt: reading.Receipt,
+    report: reading.Report,
+    message: Snapshot,
+    *,
+    capped: bool,
 ) -> Decision:
     """The decision for a report that does not contradict its message."""
     kind = status.classify_report(report.status)
@@ -321,7 +200,7 @@ def _judge(
 
 
 def _note(
-    plan: Plan, message_id: uuid.UUID, message: Snapshot, *, status_words: Report | None
+    plan: Plan, message_id: uuid.UUID, message: Snapshot, *, status_words: reading.Report | None
 ) -> None:
     """Record what a report tells without moving the message: in its move if the
     batch already moves it (one UPDATE per message per statement: PostgreSQL
@@ -339,7 +218,7 @@ def _note(
     plan.notes[message_id] = Note(message.provider_message_id, *words)
 
 
-def _no_move(receipt: Receipt, report: Report, kind: status.ReportKind) -> Decision:
+def _no_move(receipt: reading.Receipt, report: reading.Report, kind: status.ReportKind) -> Decision:
     if kind is status.ReportKind.UNKNOWN:
         log.warning(
             "callback_unknown_status",
@@ -354,7 +233,7 @@ REFUSED_BY_DATABASE = "refused: the database refused this report"
 
 
 def decide(
-    receipts: list[Receipt],
+    receipts: list[reading.Receipt],
     stored: Stored,
     *,
     cap: int = REPORTS_PER_MESSAGE,
@@ -402,17 +281,17 @@ def _repeated(first_outcome: str) -> Outcome:
 REPORT_FIELDS = ("message_id", "contact", "status", "description")
 
 
-def _known_fields(report: Report) -> dict[str, Any]:
+def _known_fields(report: reading.Report) -> dict[str, Any]:
     """The event keeps the report's documented fields (strings, bounded); anything
     else the provider sent stays in the raw receipt."""
     return {key: report.payload[key] for key in REPORT_FIELDS if key in report.payload}
 
 
-def _receipt_row(receipt: Receipt, outcome: Outcome) -> ReceiptRow:
+def _receipt_row(receipt: reading.Receipt, outcome: Outcome) -> ReceiptRow:
     return ReceiptRow(
         receipt.message_id,
         receipt.dedupe_key,
-        storable_text(receipt.body),
+        reading.storable_text(receipt.body),
         receipt.remote_addr,
         outcome.value,
         clock.require_aware(receipt.received_at),
@@ -420,13 +299,15 @@ def _receipt_row(receipt: Receipt, outcome: Outcome) -> ReceiptRow:
 
 
 def _event_row(
-    receipt: Receipt,
-    report: Report | None,
+    receipt: reading.Receipt,
+    report: reading.Report | None,
     before: Status | None,
     moved_to: Status | None,
     detail: str | None,
 ) -> EventRow:
-    payload = _known_fields(report) if report else {"raw": storable_text(receipt.body[:1000])}
+    payload = (
+        _known_fields(report) if report else {"raw": reading.storable_text(receipt.body[:1000])}
+    )
     return EventRow(
         receipt.message_id,
         before.value if before else None,

@@ -27,7 +27,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 from tracker import clock, logs
-from tracker.reports.plan import Receipt
+from tracker.reports import reading
 
 log = logs.get_logger(__name__)
 CLAIMED_SUFFIX = ".replaying"
@@ -54,11 +54,11 @@ class Spool:
         self.quarantine_path = path.with_name(path.name + QUARANTINE_SUFFIX)
         self._lock = threading.Lock()  # appends and claims come from worker threads
 
-    def append(self, receipts: list[Receipt]) -> None:
+    def append(self, receipts: list[reading.Receipt]) -> None:
         """Write and fsync (blocking: call it from a thread)."""
         self._append_lines(self.path, [r.to_json() for r in receipts])
 
-    def quarantine(self, receipt: Receipt, reason: str) -> None:
+    def quarantine(self, receipt: reading.Receipt, reason: str) -> None:
         """Set aside a receipt that cannot be applied (fsynced; blocking)."""
         line = {**receipt.to_json(), "quarantined_at": clock.utcnow().isoformat(), "reason": reason}
         self._append_lines(self.quarantine_path, [line])
@@ -98,12 +98,12 @@ class Spool:
                     os.close(fd)
         return sorted(self.path.parent.glob(f"{self.path.name}.*{CLAIMED_SUFFIX}"))
 
-    def batches(self, path: Path, size: int) -> Generator[list[Receipt], None, None]:
+    def batches(self, path: Path, size: int) -> Generator[list[reading.Receipt], None, None]:
         """The receipts in a claimed file, in lists of at most ``size``, streamed line
         by line: memory holds one batch, never the file (blocking: step it from a
         thread). A line that cannot be read (a crash mid-write, a hand edit) is
         quarantined as it is, never silently dropped."""
-        batch: list[Receipt] = []
+        batch: list[reading.Receipt] = []
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, 1):
                 receipt = self._parse_line(path, number, raw)
@@ -115,15 +115,15 @@ class Spool:
         if batch:
             yield batch
 
-    def read(self, path: Path) -> list[Receipt]:
+    def read(self, path: Path) -> list[reading.Receipt]:
         """Every receipt in a claimed file at once (for small files: replay streams)."""
         return [receipt for batch in self.batches(path, 1024) for receipt in batch]
 
-    def _parse_line(self, path: Path, number: int, raw: bytes) -> Receipt | None:
+    def _parse_line(self, path: Path, number: int, raw: bytes) -> reading.Receipt | None:
         if not raw.strip():
             return None
         try:
-            return Receipt.from_json(json.loads(raw.decode("utf-8")))
+            return reading.Receipt.from_json(json.loads(raw.decode("utf-8")))
         except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
             log.warning("spool_line_unreadable", file=path.name, line=number)
             line = raw.decode("utf-8", errors="replace").rstrip("\n")

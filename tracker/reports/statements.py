@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import db
 from tracker.domain import status
-from tracker.reports import plan
+from tracker.reports import plan, reading
 
 Statement = tuple[str, tuple[Any, ...]]
 # The highest rank that is not final: a report's status words are kept up to it.
@@ -34,7 +34,7 @@ _NOT_FINAL_RANK = status.RANK[status.Status.PENDING]
 
 async def apply_receipts(
     session: AsyncSession,
-    receipts: list[plan.Receipt],
+    receipts: list[reading.Receipt],
     *,
     cap: int = plan.REPORTS_PER_MESSAGE,
 ) -> list[plan.Outcome]:
@@ -63,7 +63,7 @@ async def apply_receipts(
 
 def apply_on_sqlite(
     connection: sqlite3.Connection,
-    receipts: list[plan.Receipt],
+    receipts: list[reading.Receipt],
     *,
     cap: int = plan.REPORTS_PER_MESSAGE,
     refuse: Collection[str] = (),
@@ -80,7 +80,7 @@ def apply_on_sqlite(
 
 async def apply_on_postgresql(
     driver: Any,
-    receipts: list[plan.Receipt],
+    receipts: list[reading.Receipt],
     *,
     cap: int = plan.REPORTS_PER_MESSAGE,
     refuse: Collection[str] = (),
@@ -209,7 +209,7 @@ class _SQLite:
     """
 
     @classmethod
-    def reads(cls, receipts: list[plan.Receipt], cap: int) -> Statement:
+    def reads(cls, receipts: list[reading.Receipt], cap: int) -> Statement:
         ids = list({r.message_id.hex for r in receipts})
         keys = list({r.dedupe_key for r in receipts})
         claimed = plan.provider_ids(receipts)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from tracker import db
-from tracker.reports import plan, statements
+from tracker.reports import plan, reading, statements
 
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks (well under 1 ms)
 # Keyword arguments SQLAlchemy's asyncpg adapter takes for itself.
@@ -44,7 +44,7 @@ _ADAPTER_ONLY = (
 
 class ReceiptWriter(Protocol):
     async def apply(
-        self, receipts: list[plan.Receipt], *, refuse: Collection[str] = ()
+        self, receipts: list[reading.Receipt], *, refuse: Collection[str] = ()
     ) -> list[plan.Outcome]:
         """Apply a batch in one transaction (``refuse``: see ``plan.decide``)."""
 
@@ -87,7 +87,7 @@ class SQLiteWriter:
         self._cancelled = False
 
     async def apply(
-        self, receipts: list[plan.Receipt], *, refuse: Collection[str] = ()
+        self, receipts: list[reading.Receipt], *, refuse: Collection[str] = ()
     ) -> list[plan.Outcome]:
         # One deadline for the whole batch, the wait for the write lock included.
         self._give_up_at = time.monotonic() + self._deadline
@@ -107,7 +107,9 @@ class SQLiteWriter:
                     await work  # the lock is held until the thread has let go
                 raise
 
-    def _apply(self, receipts: list[plan.Receipt], refuse: Collection[str]) -> list[plan.Outcome]:
+    def _apply(
+        self, receipts: list[reading.Receipt], refuse: Collection[str]
+    ) -> list[plan.Outcome]:
         """On the writer's thread: the whole transaction, within what is left of the deadline."""
         connection = self._connection or self._open()
         left_ms = max(1, int((self._give_up_at - time.monotonic()) * 1000))
@@ -163,7 +165,7 @@ class PostgreSQLWriter:
         self._connection: asyncpg.Connection | None = None
 
     async def apply(
-        self, receipts: list[plan.Receipt], *, refuse: Collection[str] = ()
+        self, receipts: list[reading.Receipt], *, refuse: Collection[str] = ()
     ) -> list[plan.Outcome]:
         try:
             async with asyncio.timeout(self._deadline):
