@@ -5,15 +5,17 @@ serialises writers inside the process with an asyncio lock (SQLite allows one
 writer; waiting in Python beats "database is locked"), and starts the
 transaction with ``BEGIN IMMEDIATE`` so a writer from another process is
 waited for by ``busy_timeout`` instead of failing on upgrade. On PostgreSQL it
-is a plain transaction.
+is a plain transaction. ``Named`` gives asyncpg statements written with
+``:name`` parameters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,52 @@ def unavailable_as_domain_error() -> Iterator[None]:
             raise
         cause = getattr(exc, "orig", None) or exc
         raise errors.DatabaseUnavailable(type(cause).__name__) from exc
+
+
+# In a statement for asyncpg, string literals, quoted names and comments are kept
+# as they are, and so is "::" (a cast); ":name" is a parameter; "$n" is refused.
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|::|:([A-Za-z_]\w*)|(\$\d+)""")
+
+
+class Named:
+    """A statement with ``:name`` parameters for asyncpg, which takes only ``$n``.
+
+    Compiled once, at import: ``sql`` is the ``$n`` text and ``names`` the name of
+    each ``$n`` in order (a name used twice is one parameter). sqlite3 takes
+    ``:name`` and a dict itself.
+    """
+
+    def __init__(self, sql: str) -> None:
+        numbers: dict[str, str] = {}  # name -> "$n", in the order of first use
+
+        def number(match: re.Match[str]) -> str:
+            name, positional = match.groups()
+            if positional:
+                raise ValueError(f"{positional} in a statement of :name parameters")
+            if name is None:  # a literal, a quoted name, a comment or a cast
+                return match.group()
+            return numbers.setdefault(name, f"${len(numbers) + 1}")
+
+        self.sql = _TOKENS.sub(number, sql)
+        self.names = tuple(numbers)
+        self._expected = frozenset(numbers)
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        """The values in ``$n`` order: every name given, and no other."""
+        if values.keys() != self._expected:
+            missing = sorted(self._expected - values.keys())
+            unknown = sorted(values.keys() - self._expected)
+            raise KeyError(f"parameters missing: {missing}; not in the statement: {unknown}")
+        return [values[name] for name in self.names]
+
+    async def fetch(self, driver: Any, values: Mapping[str, Any]) -> list[Any]:
+        """The rows, on an asyncpg connection."""
+        rows: list[Any] = await driver.fetch(self.sql, *self.arguments(values))
+        return rows
+
+    async def execute(self, driver: Any, values: Mapping[str, Any]) -> None:
+        """Run it on an asyncpg connection."""
+        await driver.execute(self.sql, *self.arguments(values))
 
 
 class _NoLock:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,7 @@ from tracker import db
 from tracker.domain import status
 from tracker.reports import plan, reading
 
-Statement = tuple[str, tuple[Any, ...]]
+Statement = tuple[str, dict[str, Any]]  # SQL with :name placeholders, and their values
 # The highest rank that is not final: a report's status words are kept up to it.
 _NOT_FINAL_RANK = status.RANK[status.Status.PENDING]
 
@@ -46,7 +46,8 @@ async def apply_receipts(
     connection = await session.connection()
     postgresql = connection.dialect.name == "postgresql"
     if postgresql:  # through SQLAlchemy, so that its driver adapter opens the transaction
-        await connection.exec_driver_sql(POSTGRESQL_TIMEOUTS, (timeout_ms(None),))
+        timeouts = POSTGRESQL_TIMEOUTS.arguments({"timeout_ms": timeout_ms(None)})
+        await connection.exec_driver_sql(POSTGRESQL_TIMEOUTS.sql, tuple(timeouts))
     # (On SQLite, Database.write() has already begun it: BEGIN IMMEDIATE.)
     driver: Any = (await connection.get_raw_connection()).driver_connection
     if not (driver.is_in_transaction() if postgresql else driver.in_transaction):
@@ -87,25 +88,26 @@ async def apply_on_postgresql(
 ) -> list[plan.Outcome]:
     """The batch on an asyncpg connection, in the transaction the caller began."""
     ids = list({r.message_id for r in receipts})
-    rows = await driver.fetch(_PostgreSQL.SNAPSHOTS, ids)
+    rows = await _PostgreSQL.SNAPSHOTS.fetch(driver, {"ids": ids})
     stored = plan.Stored(snapshots={uuid.UUID(int=row[0].int): _snapshot(row) for row in rows})
     # Read after the locks: a concurrent batch holding one of these messages (the
     # replayer's) has committed by now, so its receipts count as duplicates here.
     keys = list({r.dedupe_key for r in receipts})
-    for kind, key, value in await driver.fetch(
-        _PostgreSQL.KNOWN, keys, plan.provider_ids(receipts), ids, cap
-    ):
+    claimed = plan.provider_ids(receipts)
+    known = {"keys": keys, "claimed": claimed, "ids": ids, "cap": cap}
+    for kind, key, value in await _PostgreSQL.KNOWN.fetch(driver, known):
         _decode_known(stored, kind, key, value)
     decided = plan.decide(receipts, stored, cap=cap, refuse=refuse)
-    await driver.execute(_PostgreSQL.WRITE, *_PostgreSQL.parameters(decided))
+    await _PostgreSQL.WRITE.execute(driver, _PostgreSQL.write_values(decided))
     return decided.outcomes
 
 
 # Per transaction (SET LOCAL): the deadline, and custom plans, because a generic
 # plan cached while a table was small (a seq scan) would be kept until the next
 # ANALYZE and make every batch slower than the last.
-POSTGRESQL_TIMEOUTS = (
-    "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true),"
+POSTGRESQL_TIMEOUTS = db.Named(
+    "SELECT set_config('statement_timeout', :timeout_ms, true),"
+    " set_config('lock_timeout', :timeout_ms, true),"
     " set_config('plan_cache_mode', 'force_custom_plan', true)"
 )
 
@@ -141,17 +143,17 @@ class _SQLite:
     # stored, counted no further than the cap.
     READS = """
         SELECT 'message', id, status, contact, provider_message_id FROM messages
-        WHERE id IN (SELECT value FROM json_each(?1))
+        WHERE id IN (SELECT value FROM json_each(:ids))
         UNION ALL
         SELECT 'receipt', dedupe_key, outcome, NULL, NULL FROM callback_receipts
-        WHERE dedupe_key IN (SELECT value FROM json_each(?2))
+        WHERE dedupe_key IN (SELECT value FROM json_each(:keys))
         UNION ALL
         SELECT 'owner', provider_message_id, id, NULL, NULL FROM messages
-        WHERE provider_message_id IN (SELECT value FROM json_each(?3))
+        WHERE provider_message_id IN (SELECT value FROM json_each(:claimed))
         UNION ALL
         SELECT 'count', m.value, (SELECT count(*) FROM (SELECT 1 FROM callback_receipts AS r
-            WHERE r.message_id = m.value LIMIT ?4)), NULL, NULL
-        FROM json_each(?1) AS m
+            WHERE r.message_id = m.value LIMIT :cap)), NULL, NULL
+        FROM json_each(:ids) AS m
     """
     # Each JSON row [a, b, ...] is read back with json_extract(value, '$[n]').
     # coalesce() rather than "AND provider_message_id IS NULL": with that term
@@ -161,16 +163,17 @@ class _SQLite:
     NOTE = """
         UPDATE messages SET
             provider_message_id = coalesce(messages.provider_message_id, n.pmid),
-            provider_status = CASE WHEN n.status IS NOT NULL AND messages.rank <= ?1
+            provider_status = CASE WHEN n.status IS NOT NULL AND messages.rank <= :not_final_rank
                 THEN n.status ELSE messages.provider_status END,
-            provider_description = CASE WHEN n.status IS NOT NULL AND messages.rank <= ?1
+            provider_description = CASE
+                WHEN n.status IS NOT NULL AND messages.rank <= :not_final_rank
                 THEN n.description ELSE messages.provider_description END,
-            updated_at = CASE WHEN n.status IS NOT NULL AND messages.rank <= ?1
-                THEN ?2 ELSE messages.updated_at END
+            updated_at = CASE WHEN n.status IS NOT NULL AND messages.rank <= :not_final_rank
+                THEN :now ELSE messages.updated_at END
         FROM (
             SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS pmid,
                 json_extract(value, '$[2]') AS status, json_extract(value, '$[3]') AS description
-            FROM json_each(?3)
+            FROM json_each(:notes)
         ) AS n
         WHERE messages.id = n.id
     """
@@ -179,13 +182,13 @@ class _SQLite:
         UPDATE messages SET status = m.status, rank = m.rank,
             provider_status = m.provider_status, provider_description = m.description,
             provider_message_id = coalesce(messages.provider_message_id, m.pmid),
-            lease_until = NULL, final_at = ?, updated_at = ?
+            lease_until = NULL, final_at = :now, updated_at = :now
         FROM (
             SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS rank,
                 json_extract(value, '$[2]') AS status,
                 json_extract(value, '$[3]') AS provider_status,
                 json_extract(value, '$[4]') AS description, json_extract(value, '$[5]') AS pmid
-            FROM json_each(?)
+            FROM json_each(:moves)
         ) AS m
         WHERE messages.id = m.id AND messages.rank < m.rank
     """
@@ -194,8 +197,8 @@ class _SQLite:
                                        received_at, applied_at)
         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
             json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-            json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?
-        FROM json_each(?)
+            json_extract(value, '$[4]'), json_extract(value, '$[5]'), :now
+        FROM json_each(:receipts)
         WHERE true  -- SQLite's parser needs a WHERE before ON CONFLICT here
         ON CONFLICT DO NOTHING
     """
@@ -205,7 +208,7 @@ class _SQLite:
         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
             json_extract(value, '$[2]'), 'callback', json_extract(value, '$[3]'),
             json_extract(value, '$[4]'), json_extract(value, '$[5]')
-        FROM json_each(?)
+        FROM json_each(:events)
     """
 
     @classmethod
@@ -213,7 +216,12 @@ class _SQLite:
         ids = list({r.message_id.hex for r in receipts})
         keys = list({r.dedupe_key for r in receipts})
         claimed = plan.provider_ids(receipts)
-        return cls.READS, (_json_dumps(ids), _json_dumps(keys), _json_dumps(claimed), cap)
+        return cls.READS, {
+            "ids": _json_dumps(ids),
+            "keys": _json_dumps(keys),
+            "claimed": _json_dumps(claimed),
+            "cap": cap,
+        }
 
     @staticmethod
     def decode_reads(rows: Iterable[Any]) -> plan.Stored:
@@ -233,20 +241,21 @@ class _SQLite:
         statements: list[Statement] = []
         if decided.notes:
             notes = [[i.hex, *note] for i, note in decided.notes.items()]
-            statements.append((cls.NOTE, (_NOT_FINAL_RANK, now, _json_dumps(notes))))
+            values = {"not_final_rank": _NOT_FINAL_RANK, "now": now, "notes": _json_dumps(notes)}
+            statements.append((cls.NOTE, values))
         if decided.moves:
             moves = [[m.message_id.hex, *m[1:]] for m in decided.moves.values()]
-            statements.append((cls.MOVE, (now, now, _json_dumps(moves))))
+            statements.append((cls.MOVE, {"now": now, "moves": _json_dumps(moves)}))
         if decided.receipts:
             rows = [
                 [r.message_id.hex, *r[1:5], db.sqlite_time(r.received_at)] for r in decided.receipts
             ]
-            statements.append((cls.RECEIPTS, (now, _json_dumps(rows))))
+            statements.append((cls.RECEIPTS, {"now": now, "receipts": _json_dumps(rows)}))
         if decided.events:
             rows = [
                 [e.message_id.hex, *e[1:5], db.sqlite_time(e.created_at)] for e in decided.events
             ]
-            statements.append((cls.EVENTS, (_json_dumps(rows),)))
+            statements.append((cls.EVENTS, {"events": _json_dumps(rows)}))
         return statements
 
 
@@ -256,70 +265,83 @@ class _PostgreSQL:
 
     # FOR UPDATE in id order: concurrent batches cannot deadlock, and the
     # snapshot stays true until commit, so decisions made from it hold.
-    SNAPSHOTS = (
+    SNAPSHOTS = db.Named(
         "SELECT id, status, contact, provider_message_id FROM messages"
-        " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+        " WHERE id = ANY(:ids::uuid[]) ORDER BY id FOR UPDATE"
     )
     # As _SQLite.READS, but the locked snapshots come first (SNAPSHOTS).
-    KNOWN = """
+    KNOWN = db.Named("""
         SELECT 'receipt', dedupe_key, outcome FROM callback_receipts
-        WHERE dedupe_key = ANY($1::text[])
+        WHERE dedupe_key = ANY(:keys::text[])
         UNION ALL
         SELECT 'owner', provider_message_id, id::text FROM messages
-        WHERE provider_message_id = ANY($2::text[])
+        WHERE provider_message_id = ANY(:claimed::text[])
         UNION ALL
         SELECT 'count', m.id::text, (SELECT count(*) FROM (SELECT 1 FROM callback_receipts AS r
-            WHERE r.message_id = m.id LIMIT $4) AS c)::text
-        FROM unnest($3::uuid[]) AS m (id)
-    """
-    WRITE = """
+            WHERE r.message_id = m.id LIMIT :cap) AS c)::text
+        FROM unnest(:ids::uuid[]) AS m (id)
+    """)
+    # The array parameters are named after the plan's rows: prefix_field (``_columns``).
+    WRITE = db.Named("""
         WITH noted AS (
             UPDATE messages SET
                 provider_message_id = coalesce(messages.provider_message_id, n.pmid),
-                provider_status = CASE WHEN n.status IS NOT NULL AND messages.rank <= $24
+                provider_status = CASE
+                    WHEN n.status IS NOT NULL AND messages.rank <= :not_final_rank
                     THEN n.status ELSE messages.provider_status END,
-                provider_description = CASE WHEN n.status IS NOT NULL AND messages.rank <= $24
+                provider_description = CASE
+                    WHEN n.status IS NOT NULL AND messages.rank <= :not_final_rank
                     THEN n.description ELSE messages.provider_description END,
-                updated_at = CASE WHEN n.status IS NOT NULL AND messages.rank <= $24
-                    THEN $11 ELSE messages.updated_at END
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+                updated_at = CASE
+                    WHEN n.status IS NOT NULL AND messages.rank <= :not_final_rank
+                    THEN :now ELSE messages.updated_at END
+            FROM unnest(:note_message_id::uuid[], :note_provider_message_id::text[],
+                        :note_provider_status::text[], :note_description::text[])
                 AS n (id, pmid, status, description)
             WHERE messages.id = n.id
         ), moved AS (
             UPDATE messages SET status = m.status, rank = m.rank,
                 provider_status = m.provider_status, provider_description = m.description,
                 provider_message_id = coalesce(messages.provider_message_id, m.pmid),
-                lease_until = NULL, final_at = $11, updated_at = $11
-            FROM unnest($5::uuid[], $6::smallint[], $7::text[], $8::text[], $9::text[],
-                        $10::text[]) AS m (id, rank, status, provider_status, description, pmid)
+                lease_until = NULL, final_at = :now, updated_at = :now
+            FROM unnest(:move_message_id::uuid[], :move_rank::smallint[], :move_status::text[],
+                        :move_provider_status::text[], :move_description::text[],
+                        :move_provider_message_id::text[])
+                AS m (id, rank, status, provider_status, description, pmid)
             WHERE messages.id = m.id AND messages.rank < m.rank
         ), receipts AS (
             INSERT INTO callback_receipts (message_id, dedupe_key, body, remote_addr, outcome,
                                            received_at, applied_at)
-            SELECT r.*, $11 FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[],
-                                        $16::text[], $17::timestamptz[]) AS r
+            SELECT r.*, :now FROM unnest(:receipt_message_id::uuid[], :receipt_dedupe_key::text[],
+                                         :receipt_body::text[], :receipt_remote_addr::text[],
+                                         :receipt_outcome::text[],
+                                         :receipt_received_at::timestamptz[]) AS r
             ON CONFLICT DO NOTHING
         )
         INSERT INTO message_events (message_id, from_status, to_status, source, detail,
                                     payload, created_at)
         SELECT e.id, e.from_status, e.to_status, 'callback', e.detail, e.payload::json, e.at
-        FROM unnest($18::uuid[], $19::text[], $20::text[], $21::text[], $22::text[],
-                    $23::timestamptz[]) AS e (id, from_status, to_status, detail, payload, at)
-    """
+        FROM unnest(:event_message_id::uuid[], :event_from_status::text[],
+                    :event_to_status::text[], :event_detail::text[], :event_payload::text[],
+                    :event_created_at::timestamptz[])
+            AS e (id, from_status, to_status, detail, payload, at)
+    """)
 
     @staticmethod
-    def parameters(decided: plan.Plan) -> list[Any]:
-        return [
-            list(decided.notes),
-            *_columns(list(decided.notes.values()), len(plan.Note._fields)),
-            *_columns(list(decided.moves.values()), len(plan.Move._fields)),
-            decided.now,
-            # In key order: two batches inserting the same keys (for no known message,
-            # so no row lock orders them) wait for each other in one order, never in a cycle.
-            *_columns(sorted(decided.receipts, key=_by_key), len(plan.ReceiptRow._fields)),
-            *_columns(decided.events, len(plan.EventRow._fields)),
-            _NOT_FINAL_RANK,
-        ]
+    def write_values(decided: plan.Plan) -> dict[str, Any]:
+        """WRITE's parameters, by name."""
+        notes = [(message_id, *note) for message_id, note in decided.notes.items()]
+        # In key order: two batches inserting the same keys (for no known message,
+        # so no row lock orders them) wait for each other in one order, never in a cycle.
+        receipts = sorted(decided.receipts, key=_by_key)
+        return {
+            "now": decided.now,
+            "not_final_rank": _NOT_FINAL_RANK,
+            **_columns("note", ("message_id", *plan.Note._fields), notes),
+            **_columns("move", plan.Move._fields, list(decided.moves.values())),
+            **_columns("receipt", plan.ReceiptRow._fields, receipts),
+            **_columns("event", plan.EventRow._fields, decided.events),
+        }
 
 
 def _decode_known(stored: plan.Stored, kind: str, key: str, value: Any) -> None:
@@ -337,6 +359,7 @@ def _by_key(row: plan.ReceiptRow) -> str:
     return row.dedupe_key
 
 
-def _columns(rows: list[Any], width: int) -> list[list[Any]]:
-    """Rows to one list per column: the array parameters of an unnest()."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+def _columns(prefix: str, fields: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows to one list per column, named ``prefix_field``: the arrays of an unnest()."""
+    columns = zip(*rows, strict=True) if rows else [()] * len(fields)
+    return {f"{prefix}_{name}": list(column) for name, column in zip(fields, columns, strict=True)}

@@ -161,7 +161,7 @@ class PostgreSQLWriter:
         }
         self._deadline = deadline_seconds
         self._cap = cap
-        self._timeout_ms = statements.timeout_ms(deadline_seconds)
+        self._timeouts = {"timeout_ms": statements.timeout_ms(deadline_seconds)}
         self._connection: asyncpg.Connection | None = None
 
     async def apply(
@@ -172,7 +172,7 @@ class PostgreSQLWriter:
                 connection = await self._connected()
                 async with connection.transaction():
                     # Per transaction (SET LOCAL), as a pooler in transaction mode needs.
-                    await connection.execute(statements.POSTGRESQL_TIMEOUTS, self._timeout_ms)
+                    await statements.POSTGRESQL_TIMEOUTS.execute(connection, self._timeouts)
                     return await statements.apply_on_postgresql(
                         connection, receipts, cap=self._cap, refuse=refuse
                     )
