@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from tests.factories import add_message, count_rows, fetch_message
 from tracker import clock, db, models
@@ -172,3 +172,67 @@ async def test_a_lost_postgresql_connection_is_replaced(database: db.Database) -
         assert await batch_writer.apply([receipt(message_id)]) == [plan.Outcome.APPLIED]
     finally:
         await batch_writer.close()
+
+
+async def _apply_both_ways(database: db.Database, live: bool) -> list[object]:
+    """One batch of every kind of write, on fresh messages, through one path; what it left."""
+    adopted = await add_message(database)
+    garbled = await add_message(database)
+    contradicted = await add_message(database, provider_message_id=f"p-{live}")
+
+    def body(report_status: str, pmid: str, **extra: str) -> str:
+        return json.dumps({"message_id": pmid, "status": report_status, **extra})
+
+    bodies = [
+        (adopted, body("Buffered", f"q-{live}", description="queued at the SMSC")),
+        (adopted, body("Buffered", f"q-{live}", description="queued at the SMSC")),
+        (adopted, body("Delivered", f"q-{live}")),
+        (garbled, "not json"),
+        (contradicted, body("Delivered", "someone-else")),
+    ]
+    batch = [reading.Receipt(m, b, "127.0.0.1", clock.utcnow()) for m, b in bodies]
+    if live:
+        batch_writer = writer.for_database(database, DEADLINE)
+        try:
+            outcomes = await batch_writer.apply(batch)
+        finally:
+            await batch_writer.close()
+    else:
+        async with database.write() as session:
+            outcomes = await statements.apply_receipts(session, batch)
+    left: list[object] = [outcomes]
+    async with database.read() as session:
+        for message_id in (adopted, garbled, contradicted):
+            message = await session.get(models.Message, message_id)
+            assert message is not None
+            pmid = (message.provider_message_id or "").replace(str(live), "")
+            left.append((message.status, message.provider_status, pmid))
+            events = await session.scalars(
+                select(models.MessageEvent)
+                .where(models.MessageEvent.message_id == message_id)
+                .order_by(models.MessageEvent.id)
+            )
+            left.append([(e.from_status, e.to_status, e.detail) for e in events])
+            receipts = await session.scalars(
+                select(models.CallbackReceipt.outcome)
+                .where(models.CallbackReceipt.message_id == message_id)
+                .order_by(models.CallbackReceipt.id)
+            )
+            left.append(sorted(receipts))  # PostgreSQL inserts them in dedupe key order
+    return left
+
+
+async def test_item_2_the_live_writer_and_the_replayer_apply_a_batch_alike(
+    database: db.Database,
+) -> None:
+    """Issue 13 item 2: one planner and one statement set: both paths leave the same rows."""
+    replayed = await _apply_both_ways(database, live=False)
+    assert await _apply_both_ways(database, live=True) == replayed
+    assert replayed[0] == [
+        plan.Outcome.INTERIM,
+        plan.Outcome.DUPLICATE,
+        plan.Outcome.APPLIED,
+        plan.Outcome.MALFORMED,
+        plan.Outcome.MISMATCH,
+    ]
+    assert replayed[1] == (status.Status.DELIVERED.value, "Delivered", "q-")
