@@ -6,7 +6,8 @@ writes it planned. Through SQLAlchemy the same batch cost several times more
 (per-row bind processing, and on SQLite several trips to the driver's thread
 per statement). Values are passed in the forms the models' column types store
 (Uuid, UTCDateTime, JSON); tests read the rows back through the ORM to keep the
-two in step.
+two in step. Parameters are named (``:now``, ``:move_rank``): sqlite3 binds
+them from a dict, and ``db.Named`` numbers them once, at import, for asyncpg.
 
 ``apply_receipts`` runs a batch in an SQLAlchemy session (the replayer, the
 CLI); ``writer`` runs the same statements on the ingester's own
