@@ -6,9 +6,12 @@ import asyncio
 import time
 
 import httpx
+import uvicorn
 
 from tests.sandbox.support import CONTACT, MakeInProcess, MakeLive, Receiver, SandboxClient
+from tracker import server
 from tracker.sandbox import SandboxConfig, running_sandbox
+from tracker.sandbox import callbacks as sandbox_callbacks
 from tracker.sandbox.faults import FAILURES
 
 DELIVERED = "254700000500"
@@ -159,3 +162,12 @@ async def test_reset_cancels_pending_callbacks(
     assert response.json() == {"reset": True}
     assert provider.sandbox.courier.pending == 0
     assert receiver.received == []
+
+
+def test_idle_callback_connections_close_before_the_receivers_keep_alive_does() -> None:
+    """The sandbox drops an idle connection before `tracker serve` (or uvicorn's default)
+    would: reusing one that the server closes at that instant loses the report."""
+    receiver_keep_alive = min(
+        server.KEEP_ALIVE_SECONDS, uvicorn.Config(app="tracker.app:none").timeout_keep_alive
+    )
+    assert receiver_keep_alive / 2 > sandbox_callbacks.KEEPALIVE_SECONDS

@@ -32,6 +32,13 @@ def payload(message: SentMessage, report: Report) -> dict[str, str]:
     }
 
 
+# An idle connection is dropped well before the receiver's keep-alive timeout
+# (uvicorn's default and `tracker serve`'s: 5 s). httpx's default is also 5 s, so
+# a callback could be written into a connection the server was closing at that
+# instant: a ReadError, and a report the sandbox never posts again.
+KEEPALIVE_SECONDS = 2.0
+
+
 class Courier:
     """Posts callbacks now or later, and owns the tasks of those still to come."""
 
@@ -56,7 +63,10 @@ class Courier:
     async def open(self) -> None:
         """Start the HTTP client (the app's lifespan calls this)."""
         self._client = httpx.AsyncClient(
-            timeout=self._timeout_seconds, transport=self._transport, follow_redirects=False
+            timeout=self._timeout_seconds,
+            transport=self._transport,
+            follow_redirects=False,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     async def close(self) -> None:
