@@ -69,6 +69,18 @@ def peak_rss_mb(pid: int) -> float:
 PEAK_RSS: dict[str, float] = {}
 
 
+def wait_until_up(base: str, within_seconds: float = 30) -> None:
+    """Poll ``/healthz`` until the server answers, or the time is up."""
+    deadline = time.monotonic() + within_seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/healthz", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.1)
+        else:
+            return
+
+
 @contextmanager
 def server(command: list[str], env: dict[str, str], port: int, name: str = "") -> Iterator[str]:
     """A uvicorn subprocess on loopback, stopped on exit."""
@@ -78,13 +90,7 @@ def server(command: list[str], env: dict[str, str], port: int, name: str = "") -
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    httpx.get(f"{base}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_until_up(base)
             yield base
         finally:
             if name:

@@ -36,7 +36,7 @@ import httpx
 from sqlalchemy import func, insert, select, update
 
 from bench import loadgen
-from bench.callback_ingest import SECRET, free_port, requests_for
+from bench.callback_ingest import SECRET, free_port, requests_for, wait_until_up
 from bench.scratch import DEFAULT_POSTGRES_URL, plain_url, scratch_database, seed_pending
 from tracker import clock, db, models
 from tracker.domain import status
@@ -62,13 +62,7 @@ def serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    httpx.get(f"{base}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_until_up(base)
             yield base
         finally:
             process.terminate()
