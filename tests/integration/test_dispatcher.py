@@ -215,7 +215,8 @@ async def test_item_2_a_send_whose_validity_ran_out_during_a_pause_is_never_made
     """Item 2: claimed, then a 429 elsewhere pauses every send past the validity: at its
     turn the message is expired without a send-sms call (the sandbox's call log)."""
     message_id = await add_message(database, status=Status.QUEUED)
-    expires = clock.utcnow() + dt.timedelta(seconds=1)
+    # Wide margins: the poll below must see the claim before its turn, under load too.
+    expires = clock.utcnow() + dt.timedelta(seconds=2)
     async with database.write() as session:
         await session.execute(
             update(models.Message).where(models.Message.id == message_id).values(expires_at=expires)
@@ -223,15 +224,16 @@ async def test_item_2_a_send_whose_validity_ran_out_during_a_pause_is_never_made
     with loop(make_settings, database_url, sandbox_config()) as (settings, sandbox_url):
         async with provider_client(settings) as http:
             sender = dispatcher.create(settings, database, http)
-            sender.client.pacer.pause(0.4)  # the claim comes a little before the turn
+            sender.client.pacer.pause(1.0)  # the claim comes a little before the turn
             task = asyncio.create_task(sender.run())
             [claimed] = await wait_for(database, [message_id], lambda r: r.lease_until is not None)
-            sender.client.pacer.pause(2.0)  # as after a 429 on another send
+            sender.client.pacer.pause(3.0)  # as after a 429 on another send
             [row] = await wait_for(database, [message_id], is_final)
             sender.stop()
             await asyncio.wait_for(task, 10)
         assert claimed.status == Status.QUEUED
         assert (row.status, row.attempts, row.accepted_at) == (Status.EXPIRED, 0, None)
+        assert row.lease_until is None  # a final message holds no claim
         assert [c for c in sandbox_calls(sandbox_url) if c["path"] == "/api/send-sms"] == []
 
 

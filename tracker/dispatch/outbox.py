@@ -158,7 +158,8 @@ async def confirm_send(
     if expired or (row.submitted_at is not None and row.submitted_at <= now - give_up_after):
         target = Status.EXPIRED if expired and row.attempts == 0 else Status.FAILED
         reason = VALIDITY_RAN_OUT if target == Status.EXPIRED else WINDOW_RAN_OUT
-        await _move(session, ours, target, now=now, values={"error": reason, "final_at": now})
+        values = {"error": reason, "final_at": now, "lease_until": None}  # final: no lease
+        await _move(session, ours, target, now=now, values=values)
         await _event(session, claimed.id, current, target, detail=f"not sent: {reason}", now=now)
         return None
     attempt = row.attempts + 1
