@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TIME_LIMIT_SECONDS = 600  # the whole run, every script included
+# The whole run, every script included. The expiry sweep added about a minute,
+# and on a loaded machine the 1M-row seed of query_latency no longer fit in 600 s.
+TIME_LIMIT_SECONDS = 900
 MIN_SCRIPT_SECONDS = 30
 
 
