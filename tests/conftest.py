@@ -65,7 +65,7 @@ def blocking_admin(statement: str) -> None:
         pool.submit(asyncio.run, _admin(statement)).result()
 
 
-def _postgres_unavailable(reason: str) -> None:
+def postgres_unavailable(reason: str) -> None:
     message = f"PostgreSQL at {POSTGRES_URL} is unreachable: {reason}"
     if IN_CI:
         pytest.fail(f"{message} (CI=true: PostgreSQL tests must run)", pytrace=False)
@@ -85,7 +85,7 @@ def postgres_template() -> Iterator[str]:
     try:
         blocking_admin(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _postgres_unavailable(str(exc) or type(exc).__name__)
+        postgres_unavailable(str(exc) or type(exc).__name__)
     try:
         migrate.upgrade(db_async_url(postgres_url(name)))
         yield name

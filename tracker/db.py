@@ -281,6 +281,17 @@ class Database:
             async with self._sessions() as session:
                 yield session
 
+    def sqlite3_connection(self) -> sqlite3.Connection:
+        """A plain sqlite3 connection to this database's file, opened and configured as
+        the engine's are, for a writer that must not wait on the event loop between its
+        statements (the callback writer, the expiry sweep). Any thread, one at a time."""
+        url_args, url_kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        args: list[Any] = list(url_args)
+        kwargs: dict[str, Any] = {**url_kwargs, "check_same_thread": False}
+        connection: sqlite3.Connection = sqlite3.connect(*args, **kwargs)
+        configure_sqlite_connection(connection)
+        return connection
+
     def write_lock(self) -> AbstractAsyncContextManager[None]:
         """Held by every writer in this process while it writes (SQLite allows one
         writer at a time; on PostgreSQL it is no lock at all)."""

@@ -123,13 +123,13 @@ async def test_item_5_a_stopped_postgresql_is_503_with_one_warning_line_per_requ
 @pytest.fixture
 async def frozen_proxy() -> AsyncIterator[tuple[FreezableProxy, int]]:
     """A proxy to the test PostgreSQL server, and its port."""
-    from tests.conftest import POSTGRES_URL
+    from tests.conftest import POSTGRES_URL, postgres_unavailable
 
     target = urlsplit(POSTGRES_URL)
     try:
         connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
+        postgres_unavailable(str(exc) or type(exc).__name__)  # fails under CI=true
     await connection.close()
     proxy = FreezableProxy(target.hostname or "127.0.0.1", target.port or 5432)
     port = await proxy.start()

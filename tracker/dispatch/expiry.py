@@ -113,7 +113,7 @@ async def run_batch(
             batch = await expire_batch(session, now, give_up_after, limit=limit)
         return batch, time.perf_counter() - began
     # Connected before the lock is taken: the lock covers BEGIN to COMMIT only.
-    connection = await asyncio.to_thread(_sqlite_connect, database.engine.url.database or "")
+    connection = await asyncio.to_thread(database.sqlite3_connection)
     try:
         async with database.write_lock():
             return await asyncio.to_thread(_sqlite_batch, connection, now, give_up_after, limit)
@@ -150,13 +150,6 @@ _SQLITE_MOVE = """
         final_at = :now, updated_at = :now, lease_until = NULL
     WHERE id IN (SELECT value FROM json_each(:ids))
 """
-
-
-def _sqlite_connect(path: str) -> sqlite3.Connection:
-    """A plain connection of the sweep's own (used by one thread at a time)."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.configure_sqlite_connection(connection)
-    return connection
 
 
 def _sqlite_batch(

@@ -57,29 +57,21 @@ def for_database(
     """The writer for the database's dialect, connecting like its engine does;
     ``cap``: the receipts stored per message (``plan.decide``)."""
     engine = database.engine
-    args, kwargs = engine.dialect.create_connect_args(engine.url)
     if database.is_sqlite:
         if engine.url.database in {None, "", ":memory:"}:
             # A connection of its own would see another, empty database.
             raise ValueError("the callback writer needs an SQLite database file")
-        return SQLiteWriter(database, list(args), dict(kwargs), deadline_seconds, cap)
+        return SQLiteWriter(database, deadline_seconds, cap)
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
     return PostgreSQLWriter(dict(kwargs), deadline_seconds, cap)
 
 
 class SQLiteWriter:
     """A batch is one call to a dedicated thread holding a plain sqlite3 connection."""
 
-    def __init__(
-        self,
-        database: db.Database,
-        connect_args: list[Any],
-        connect_kwargs: dict[str, Any],
-        deadline_seconds: float,
-        cap: int,
-    ) -> None:
+    def __init__(self, database: db.Database, deadline_seconds: float, cap: int) -> None:
         self._database = database
         self._cap = cap
-        self._connect = (connect_args, connect_kwargs)
         self._deadline = deadline_seconds
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "callback-writer")
         self._connection: sqlite3.Connection | None = None
@@ -131,9 +123,7 @@ class SQLiteWriter:
         return self._cancelled or time.monotonic() > self._give_up_at
 
     def _open(self) -> sqlite3.Connection:
-        args, kwargs = self._connect
-        connection: sqlite3.Connection = sqlite3.connect(*args, **kwargs)
-        db.configure_sqlite_connection(connection)
+        connection = self._database.sqlite3_connection()
         connection.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
         self._connection = connection
         return connection
