@@ -95,6 +95,7 @@ INVALID = ("Invalid input, by field", schemas.ValidationErrors)
 NOT_FOUND = ("No such message (or not the caller's)", schemas.ErrorDetail)
 TOO_LARGE = ("Body too large", schemas.ErrorDetail)
 NOT_JSON = ("A Content-Type other than JSON", schemas.ErrorDetail)
+KEY_REUSED = ("Idempotency-Key reused for another body", schemas.ErrorDetail)
 IDEMPOTENCY_HEADER = {
     "name": idempotency.HEADER,
     "in": "header",
@@ -109,7 +110,7 @@ OPERATIONS = (
     Operation(
         "post", api.SEND_ROUTE, "Queue one message", "messages",
         _keyed(SEND, {202: ("Queued", schemas.MessageOut), 400: INVALID,
-                      409: ("Idempotency-Key reused for another body", schemas.ErrorDetail),
+                      409: KEY_REUSED,
                       413: TOO_LARGE, 415: NOT_JSON}),
         scope=SEND, body=schemas.SendRequest, headers=[IDEMPOTENCY_HEADER],
     ),
@@ -121,7 +122,7 @@ OPERATIONS = (
     Operation(
         "post", api.BATCH_ROUTE, "Queue a batch: all or none", "messages",
         _keyed(SEND, {202: ("Queued", schemas.BatchAccepted), 400: INVALID,
-                      409: ("Idempotency-Key reused for another body", schemas.ErrorDetail),
+                      409: KEY_REUSED,
                       413: TOO_LARGE, 415: NOT_JSON}),
         scope=SEND, body=schemas.BatchRequest, headers=[IDEMPOTENCY_HEADER],
     ),
