@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -104,9 +103,8 @@ def create_app(
             await ingester.start()
             sender = dispatcher.create(settings, database, http) if run_dispatcher else None
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
-            gauges_task = asyncio.create_task(
-                handlers.GaugeRefresher(database, settings).run(), name="metrics-gauges"
-            )
+            gauges = handlers.GaugeRefresher(database, settings)
+            gauges_task = asyncio.create_task(gauges.run(), name="metrics-gauges")
 
             async def stop_dispatcher() -> None:
                 if sender and task:
@@ -117,9 +115,8 @@ def create_app(
             try:
                 yield
             finally:
-                gauges_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gauges_task
+                gauges.stop()
+                await gauges_task
                 await stop_dispatcher()
                 await ingester.stop()
                 await database.dispose()

@@ -8,6 +8,7 @@ own client's messages; ``admin`` sees every client's and may filter by client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import math
 import re
@@ -361,6 +362,7 @@ class GaugeRefresher:
         self._database = database
         self._settings = settings
         self._read_at: float | None = None
+        self._stopping = asyncio.Event()
 
     def age(self) -> float:
         return math.inf if self._read_at is None else time.monotonic() - self._read_at
@@ -369,13 +371,21 @@ class GaugeRefresher:
         if await refresh_database_gauges(self._database, self._settings):
             self._read_at = time.monotonic()
 
+    def stop(self) -> None:
+        """Ask ``run`` to return once the read in flight, if any, has finished.
+
+        Not a cancel: a cancelled aiosqlite read goes on in its thread, which then
+        reports to an event loop that may be closed by then."""
+        self._stopping.set()
+
     async def run(self) -> None:
-        """Until cancelled (the app's lifespan owns the task)."""
+        """Until ``stop`` (the app's lifespan owns the task)."""
         metrics.DATABASE_UP.set(0)  # nothing read by this app yet
         metrics.DATABASE_GAUGES_AGE.set_function(self.age)
-        while True:
+        while not self._stopping.is_set():
             await self.refresh()
-            await asyncio.sleep(GAUGES_MAX_AGE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), GAUGES_MAX_AGE_SECONDS)
 
 
 async def prometheus_metrics(_request: Request) -> Response:
