@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import func, select
 
 from tracker import clock, db, models
+from tracker.clients import records
 from tracker.domain import segments, status
 
 # Module-level names: the factories take a ``status`` keyword, which shadows the module.
@@ -23,7 +24,7 @@ async def add_message(
     provider_message_id: str | None = None,
     client: str = "app",
 ) -> uuid.UUID:
-    """Insert one message in ``status`` and return its id."""
+    """Insert one message in ``status`` (of ``client``, created if missing) and return its id."""
     message = models.Message(
         id=models.new_id(),
         client=client,
@@ -40,6 +41,7 @@ async def add_message(
         next_attempt_at=clock.utcnow(),
     )
     async with database.write() as session:
+        await records.ensure(session, client)
         session.add(message)
     return message.id
 

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from tracker import auth, db, health, web
 from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
-from tracker.ops import handlers, openapi
+from tracker.ops import gauges, handlers, openapi
 from tracker.reports import endpoint, ingest
 from tracker.reports.spool import Spool
 from tracker.sending import api
@@ -103,8 +103,8 @@ def create_app(
             await ingester.start()
             sender = dispatcher.create(settings, database, http) if run_dispatcher else None
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
-            gauges = handlers.GaugeRefresher(database, settings)
-            gauges_task = asyncio.create_task(gauges.run(), name="metrics-gauges")
+            refresher = gauges.GaugeRefresher(database, settings)
+            gauges_task = asyncio.create_task(refresher.run(), name="metrics-gauges")
 
             async def stop_dispatcher() -> None:
                 if sender and task:
@@ -115,7 +115,7 @@ def create_app(
             try:
                 yield
             finally:
-                gauges.stop()
+                refresher.stop()
                 await gauges_task
                 await stop_dispatcher()
                 await ingester.stop()

@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from tracker import clock, db, models
+from tracker.clients import records
 
 KEY_PREFIX = "kt_"
-MAX_NAME_LENGTH = 64
 
 
 class Scope(enum.StrEnum):
@@ -36,6 +36,8 @@ class Principal:
     key_id: str
     client: str
     scopes: frozenset[Scope]
+    # The client's settings as the key was checked: its limits, for admission.
+    policy: records.Client
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes
@@ -44,6 +46,7 @@ class Principal:
 @dataclass(frozen=True)
 class KeyInfo:
     name: str
+    client: str
     prefix: str
     scopes: tuple[str, ...]
     created_at: str
@@ -66,22 +69,29 @@ def parse_scopes(raw: str) -> frozenset[Scope]:
         raise ValueError(f"unknown scope {bad!r}: use send, read or admin") from None
 
 
-async def create_key(database: db.Database, name: str, scopes: frozenset[Scope]) -> str:
-    """Store a new key and return it; this is the only time it is ever seen."""
-    if (
-        not name
-        or len(name) > MAX_NAME_LENGTH
-        or not name.replace("-", "").replace("_", "").isalnum()
-    ):
-        raise ValueError("name must be 1-64 letters, digits, '-' or '_'")
+async def create_key(
+    database: db.Database, name: str, scopes: frozenset[Scope], *, client: str | None = None
+) -> str:
+    """Store a new key of ``client`` and return it; this is the only time it is ever seen.
+
+    Without ``client``, the key belongs to the client named like it, created if
+    missing (so one command sets up a new app).
+    """
+    records.check_name(name)
+    owner = records.check_name(client) if client is not None else name
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     async with database.write() as session:
-        taken = await session.scalar(select(models.ApiKey.id).where(models.ApiKey.name == name))
-        if taken is not None:
-            raise ValueError(f"a key named {name!r} already exists")
+        active = (models.ApiKey.name == name) & models.ApiKey.revoked_at.is_(None)
+        if await session.scalar(select(models.ApiKey.id).where(active)) is not None:
+            raise ValueError(f"an active key named {name!r} already exists")
+        if client is None:
+            await records.ensure(session, owner)
+        elif await records.get(session, owner) is None:
+            raise records.UnknownClient(f"no client named {owner!r}: create it first")
         session.add(
             models.ApiKey(
                 name=name,
+                client=owner,
                 key_hash=hash_key(key),
                 prefix=key[:10],
                 scopes=",".join(sorted(scopes)),
@@ -96,6 +106,7 @@ async def list_keys(database: db.Database) -> list[KeyInfo]:
         return [
             KeyInfo(
                 name=row.name,
+                client=row.client,
                 prefix=row.prefix,
                 scopes=tuple(row.scopes.split(",")),
                 created_at=row.created_at.isoformat(timespec="seconds"),
@@ -117,7 +128,11 @@ async def revoke_key(database: db.Database, name: str) -> bool:
 
 
 # Built once: constructing the expression costs more than running it.
-_KEY_BY_HASH = select(models.ApiKey).where(models.ApiKey.key_hash == bindparam("digest"))
+_KEY_BY_HASH = (
+    select(models.ApiKey, models.Client)
+    .join(models.Client, models.Client.name == models.ApiKey.client)
+    .where(models.ApiKey.key_hash == bindparam("digest"))
+)
 
 
 async def verify_key(
@@ -133,14 +148,20 @@ async def verify_key(
     digest = hash_key(key)
     if session is None:
         async with database.read() as own:
-            row = await own.scalar(_KEY_BY_HASH, {"digest": digest})
+            found = (await own.execute(_KEY_BY_HASH, {"digest": digest})).one_or_none()
     else:
-        row = await session.scalar(_KEY_BY_HASH, {"digest": digest})
-    if row is None or row.revoked_at is not None:
+        found = (await session.execute(_KEY_BY_HASH, {"digest": digest})).one_or_none()
+    if found is None:
         return None
-    if not hmac.compare_digest(row.key_hash, digest):
+    row, client = found
+    if row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return Principal(key_id=str(row.id), client=row.name, scopes=parse_scopes(row.scopes))
+    return Principal(
+        key_id=str(row.id),
+        client=row.client,
+        scopes=parse_scopes(row.scopes),
+        policy=records.from_row(client),
+    )
 
 
 def bearer_token(request: Request) -> str | None:

@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 import tracker
 from tracker import auth, db, errors, logs, migrate
-from tracker.client import commands
+from tracker.console import commands
 from tracker.settings import Settings, is_loopback_host
 
 T = TypeVar("T")

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -49,14 +51,20 @@ def new_id() -> uuid.UUID:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: dict[Any, Any] = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}  # noqa: RUF012
+    type_annotation_map: dict[Any, Any] = {  # noqa: RUF012
+        dt.datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
 
 
 class Message(Base):
     __tablename__ = "messages"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    client: Mapped[str] = mapped_column(String(64))
+    # The owner (a client's name, which never changes): every message has one,
+    # so the claim's round robin over clients sees every due message.
+    client: Mapped[str] = mapped_column(String(64), ForeignKey("clients.name"))
     sender_name: Mapped[str] = mapped_column(String(16))
     contact: Mapped[str] = mapped_column(String(16))
     network: Mapped[str | None] = mapped_column(String(32))
@@ -85,8 +93,9 @@ class Message(Base):
     final_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
-        # The dispatcher's claim: status = 'queued' ORDER BY priority, due time.
-        Index("ix_messages_claim", "status", "priority", "next_attempt_at"),
+        # The dispatcher's claim (outbox.claim_due): the lane (status, priority),
+        # then one client's oldest due message in it.
+        Index("ix_messages_claim", "status", "priority", "client", "next_attempt_at"),
         # The lists (queries): newest first on (created_at, id), so a page starts
         # with an index range on the row value, also inside a batch's one timestamp.
         Index("ix_messages_contact_created", "contact", "created_at", "id"),
@@ -138,20 +147,83 @@ class CallbackReceipt(Base):
     __table_args__ = (Index("ix_callback_receipts_message_id", "message_id"),)
 
 
+class Client(Base):
+    """An internal app: it owns messages, keys, Idempotency-Keys and its limits.
+
+    The name is the client's identity everywhere (``messages.client``), so it
+    never changes; a limit of None is no limit.
+    """
+
+    __tablename__ = "clients"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # A subset of TRACKER_SENDER_NAMES; None: all of them.
+    sender_names: Mapped[list[str] | None] = mapped_column(JSON)
+    default_sender: Mapped[str | None] = mapped_column(String(16))  # None: the first allowed
+    rate_per_minute: Mapped[int | None]  # messages accepted in any 60 s
+    daily_cap: Mapped[int | None]  # messages accepted per day (Africa/Nairobi)
+    high_per_minute: Mapped[int | None]  # high-priority messages accepted in any 60 s
+    weight: Mapped[int] = mapped_column(SmallInteger, default=1)  # share of each lane
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class ApiKey(Base):
+    """A credential of one client; a client holds several while a key rotates."""
+
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(64), ForeignKey("clients.name"))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings
     scopes: Mapped[str] = mapped_column(String(64))  # comma-separated
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None]
 
+    __table_args__ = (
+        # One active key per name; a revoked key's name can be used again.
+        Index(
+            "uq_api_keys_active_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+        Index("ix_api_keys_client", "client"),
+    )
+
+
+class DispatchTurn(Base):
+    """A client's place in one lane's round robin (outbox.claim_due).
+
+    Stride scheduling: each claim moves the client's ``pass_value`` on by
+    1/weight, and the client with the lowest one goes next.
+    """
+
+    __tablename__ = "dispatch_turns"
+
+    client: Mapped[str] = mapped_column(String(64), ForeignKey("clients.name"), primary_key=True)
+    priority: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    pass_value: Mapped[float] = mapped_column(Double)
+
+
+class DispatchLane(Base):
+    """A lane's virtual time: the pass of its last claim.
+
+    A client that comes back after a pause starts at this value, so it neither
+    bursts on credit saved while idle nor waits behind the others' history.
+    """
+
+    __tablename__ = "dispatch_lanes"
+
+    priority: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    virtual_time: Mapped[float] = mapped_column(Double)
+
 
 class IdempotencyKey(Base):
-    """A caller's Idempotency-Key and the answer it got, per API key."""
+    """A caller's Idempotency-Key and the answer it got, per client."""
 
     __tablename__ = "idempotency_keys"
 

@@ -15,6 +15,7 @@ from tests.processes import free_port
 from tests.provider_loop import CLIENT_ID, CLIENT_SECRET, dispatching
 from tracker import clock, db, models
 from tracker.app import create_app
+from tracker.clients import records
 from tracker.domain import status
 from tracker.sandbox import SandboxConfig
 from tracker.sandbox.server import running_app, running_sandbox
@@ -61,6 +62,7 @@ async def queue_messages(database: db.Database, count: int) -> None:
         for n in range(count)
     ]
     async with database.write() as session:
+        await records.ensure(session, "chaos")
         await session.execute(insert(models.Message), rows)
 
 

@@ -17,7 +17,7 @@ from tests.provider_loop import dispatching, loop, sandbox_config, settled, wait
 from tracker import clock, db, models
 from tracker.app import create_app
 from tracker.domain import status
-from tracker.ops import handlers
+from tracker.ops import gauges
 
 Status = status.Status
 METRIC_NAMES = (
@@ -85,7 +85,7 @@ async def test_database_gauges_follow_the_messages_at_each_refresh(
         row = await session.get(models.Message, overdue)
         assert row is not None
         row.accepted_at = clock.utcnow() - dt.timedelta(hours=2)
-    assert await handlers.refresh_database_gauges(database, settings)
+    assert await gauges.refresh_database_gauges(database, settings)
     first = await scrape(http)
     assert first["tracker_messages", (("status", "queued"),)] == 2
     assert first["tracker_messages", (("status", "pending"),)] == 1
@@ -94,7 +94,7 @@ async def test_database_gauges_follow_the_messages_at_each_refresh(
     assert first["tracker_metrics_database_up", ()] == 1
     for _ in range(3):
         await add_message(database, status=Status.QUEUED)
-    assert await handlers.refresh_database_gauges(database, settings)
+    assert await gauges.refresh_database_gauges(database, settings)
     second = await scrape(http)
     assert second["tracker_messages", (("status", "queued"),)] == 5
     assert second["tracker_queue_depth", ()] == 5
@@ -152,7 +152,7 @@ async def test_item_5_a_scrape_serves_the_last_values_without_reading_the_databa
     """/metrics never waits on the database: it shows the last refresh, and its age."""
     settings = make_settings(database_url=database.url, dlr_overdue_seconds=3600)
     await add_message(database, status=Status.QUEUED)
-    assert await handlers.refresh_database_gauges(database, settings)
+    assert await gauges.refresh_database_gauges(database, settings)
     first = await scrape(http)
     await add_message(database, status=Status.QUEUED)
     second = await scrape(http)

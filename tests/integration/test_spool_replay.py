@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from tests.integration.test_callbacks import report
 from tracker import clock, db, models
+from tracker.clients import records
 from tracker.domain import segments, status
 from tracker.reports import ingest, reading
 from tracker.reports.spool import Spool
@@ -45,6 +46,7 @@ async def add_messages(database: db.Database, count: int) -> list[uuid.UUID]:
         for n in range(count)
     ]
     async with database.write() as session:
+        await records.ensure(session, "app")
         session.add_all(rows)
     return [row.id for row in rows]
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tracker.client import bulk
+from tracker.console import bulk
 
 
 def test_a_template_fills_each_column_and_keeps_doubled_braces() -> None:

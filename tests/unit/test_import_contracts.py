@@ -15,7 +15,7 @@ import pytest
 import tracker
 
 ROOT = pathlib.Path(tracker.__file__).parent
-SUBPACKAGES = ("client", "dispatch", "domain", "ops", "reports", "sandbox", "sending")
+SUBPACKAGES = ("console", "dispatch", "domain", "ops", "reports", "sandbox", "sending")
 IO_LIBRARIES = frozenset(
     {"sqlalchemy", "starlette", "uvicorn", "httpx", "asyncpg", "aiosqlite", "sqlite3"}
 )
@@ -72,7 +72,7 @@ def group(module: str) -> str:
 
 def test_the_graph_sees_every_module() -> None:
     """The contracts below read a graph that holds every package and resolves our imports."""
-    assert {"tracker.domain.status", "tracker.reports.plan", "tracker.client.bulk"} <= set(
+    assert {"tracker.domain.status", "tracker.reports.plan", "tracker.console.bulk"} <= set(
         imports()
     )
     assert "tracker.domain.status" in ours("tracker.dispatch.outbox")
@@ -91,12 +91,12 @@ def test_the_leaves_import_nothing_of_ours(module: str) -> None:
     assert ours(module) == set()
 
 
-@pytest.mark.parametrize("module", modules_in("tracker.client"))
-def test_client_speaks_http_only(module: str) -> None:
-    """client/ imports no database, web server or server module: only client/ and domain/."""
+@pytest.mark.parametrize("module", modules_in("tracker.console"))
+def test_console_speaks_http_only(module: str) -> None:
+    """console/ imports no database, web server or server module: only console/ and domain/."""
     assert not imports()[module] & (IO_LIBRARIES - {"httpx"})
     for name in ours(module):
-        assert name.startswith(("tracker.client", "tracker.domain")), name
+        assert name.startswith(("tracker.console", "tracker.domain")), name
 
 
 @pytest.mark.parametrize("module", ["tracker.reports.plan", "tracker.reports.reading"])

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.text import Text
 
-from tracker.client import bulk, views
+from tracker.console import bulk, views
 from tracker.domain import headers, status
 
 Status = status.Status  # fields and options named ``status`` shadow the module

@@ -12,7 +12,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from tracker.client import bulk
+from tracker.console import bulk
 
 STATUS_STYLES = {
     "queued": "cyan",
