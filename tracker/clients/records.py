@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock, models
@@ -109,9 +110,24 @@ async def create(session: AsyncSession, name: str, **changes: Any) -> Client:
 
 
 async def ensure(session: AsyncSession, name: str) -> Client:
-    """The client of that name, created with no limits if missing."""
+    """The client of that name, created with no limits if missing.
+
+    Safe when two sessions ensure the same new name at once: the insert yields
+    to the one that committed first instead of failing on the key.
+    """
+    check_name(name)
+    connection = await session.connection()
+    dialect_insert = sqlite.insert if connection.dialect.name == "sqlite" else postgresql.insert
+    now = clock.utcnow()
+    await session.execute(
+        dialect_insert(models.Client)
+        .values(name=name, weight=DEFAULT_WEIGHT, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
     found = await get(session, name)
-    return found if found is not None else await create(session, name)
+    if found is None:  # cannot happen: inserted, or there already
+        raise UnknownClient(f"no client named {name!r}")
+    return found
 
 
 async def update(session: AsyncSession, name: str, **changes: Any) -> Client:
