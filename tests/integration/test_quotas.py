@@ -256,7 +256,8 @@ async def test_a_refusal_is_counted_and_logged_without_numbers_or_bodies(
     client: httpx.AsyncClient, headers: Headers, database: db.Database
 ) -> None:
     """tracker_quota_refusals_total{limit} rises; send_refused_quota names client and limit."""
-    await limit(database, daily_cap=0)
+    await limit(database, daily_cap=1)
+    assert (await send(client, headers)).status_code == 202
     labels = {"limit": "daily_cap"}
     before = REGISTRY.get_sample_value("tracker_quota_refusals_total", labels) or 0.0
     with capture_logs() as logs:
@@ -264,7 +265,7 @@ async def test_a_refusal_is_counted_and_logged_without_numbers_or_bodies(
     after = REGISTRY.get_sample_value("tracker_quota_refusals_total", labels)
     assert after == before + 1
     [line] = [entry for entry in logs if entry["event"] == "send_refused_quota"]
-    assert (line["client"], line["limit"], line["limit_value"]) == ("app", "daily_cap", 0)
+    assert (line["client"], line["limit"], line["limit_value"]) == ("app", "daily_cap", 1)
     assert "0712345678" not in repr(line)
     assert "Your code" not in repr(line)
 
