@@ -52,6 +52,17 @@ TOKEN_REFRESHES = Counter(
     "New KIMISMS access tokens obtained.",
 )
 
+# --- admission (clients.quotas) ---------------------------------------------
+
+QUOTA_REFUSALS = Counter(
+    "tracker_quota_refusals_total",
+    "Send requests answered 429 because the client would pass a limit: rate_per_minute, "
+    "daily_cap or high_per_minute.",
+    ["limit"],
+)
+for _limit in ("rate_per_minute", "daily_cap", "high_per_minute"):
+    QUOTA_REFUSALS.labels(limit=_limit)  # each limit is scraped from 0, not from its first 429
+
 DATABASE_UNAVAILABLE = Counter(
     "tracker_database_unavailable",
     "API requests answered 503 because the database could not serve them.",

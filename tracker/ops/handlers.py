@@ -21,12 +21,14 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tracker import auth, clock, errors, logs
+from tracker.clients import quotas, records
 from tracker.domain import recipients, status
 from tracker.ops import gauges, queries
 from tracker.sending import api, schemas
@@ -160,6 +162,24 @@ class StatsProvider(BaseModel):
     errors: int = Field(description="Other failed calls in the window: 5xx, timeouts, ...")
 
 
+class QuotaCount(BaseModel):
+    limit: int | None = Field(description="null: no limit")
+    used: int = Field(description="Messages counted against it now")
+
+
+class DailyQuotaCount(QuotaCount):
+    resets_at: dt.datetime = Field(description="The next midnight in Africa/Nairobi")
+
+
+class StatsQuota(BaseModel):
+    """One client's admission counts against its limits, as of now (not windowed)."""
+
+    client: str
+    rate_per_minute: QuotaCount = Field(description="Accepted in the last 60 s")
+    daily_cap: DailyQuotaCount = Field(description="Accepted today (Africa/Nairobi)")
+    high_per_minute: QuotaCount = Field(description="High priority accepted in the last 60 s")
+
+
 class StatsOut(BaseModel):
     """Messages created in the window, and the queue and overdue count as of now."""
 
@@ -175,6 +195,9 @@ class StatsOut(BaseModel):
     overdue: int
     queue: StatsQueue
     provider: StatsProvider
+    quota: StatsQuota | None = Field(
+        description="The client's counts against its limits; null over every client (admin)"
+    )
 
 
 # --- parameters --------------------------------------------------------------
@@ -284,19 +307,46 @@ async def get_stats(request: Request) -> Response:
     window = queries.parse_window(params.window)
     client = _visible_client(principal, params.client)
     settings = services.settings
+    now = clock.utcnow()
     async with services.database.read() as session:
         found = await queries.stats(
             session,
             window=window,
-            now=clock.utcnow(),
+            now=now,
             overdue_after=dt.timedelta(seconds=settings.dlr_overdue_seconds),
             rate_per_minute=settings.rate_limit_per_minute,
             client=client,
         )
-    return Response(stats_out(found).model_dump_json(), media_type="application/json")
+        policy = await _policy_of(session, principal, client)
+        usage = None if policy is None else await quotas.usage(session, policy, now)
+    body = stats_out(found, usage)
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
-def stats_out(found: queries.Stats) -> StatsOut:
+async def _policy_of(
+    session: AsyncSession, principal: auth.Principal, client: str | None
+) -> records.Client | None:
+    """The limits of the client the stats are about (None: every client, or none such)."""
+    if client is None:
+        return None
+    if client == principal.client:
+        return principal.policy  # read with the key, as admission reads it
+    return await records.get(session, client)
+
+
+def quota_out(usage: quotas.Usage) -> StatsQuota:
+    policy, counts = usage.policy, usage.counts
+    return StatsQuota(
+        client=policy.name,
+        rate_per_minute=QuotaCount(limit=policy.rate_per_minute, used=counts.minute),
+        daily_cap=DailyQuotaCount(
+            limit=policy.daily_cap, used=counts.day, resets_at=usage.resets_at
+        ),
+        high_per_minute=QuotaCount(limit=policy.high_per_minute, used=counts.high_minute),
+    )
+
+
+def stats_out(found: queries.Stats, usage: quotas.Usage | None = None) -> StatsOut:
     ttd, queue = found.time_to_delivery, found.queue
     return StatsOut(
         since=found.since,
@@ -320,6 +370,7 @@ def stats_out(found: queries.Stats) -> StatsOut:
         provider=StatsProvider(
             rate_limited=found.provider_rate_limited, errors=found.provider_errors
         ),
+        quota=None if usage is None else quota_out(usage),
     )
 
 

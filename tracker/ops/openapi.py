@@ -96,6 +96,10 @@ NOT_FOUND = ("No such message (or not the caller's)", schemas.ErrorDetail)
 TOO_LARGE = ("Body too large", schemas.ErrorDetail)
 NOT_JSON = ("A Content-Type other than JSON", schemas.ErrorDetail)
 KEY_REUSED = ("Idempotency-Key reused for another body", schemas.ErrorDetail)
+OVER_QUOTA = (
+    "Past a limit of the client, named; nothing stored; see Retry-After",
+    schemas.ErrorDetail,
+)
 IDEMPOTENCY_HEADER = {
     "name": idempotency.HEADER,
     "in": "header",
@@ -111,7 +115,7 @@ OPERATIONS = (
         "post", api.SEND_ROUTE, "Queue one message", "messages",
         _keyed(SEND, {202: ("Queued", schemas.MessageOut), 400: INVALID,
                       409: KEY_REUSED,
-                      413: TOO_LARGE, 415: NOT_JSON}),
+                      413: TOO_LARGE, 415: NOT_JSON, 429: OVER_QUOTA}),
         scope=SEND, body=schemas.SendRequest, headers=[IDEMPOTENCY_HEADER],
     ),
     Operation(
@@ -123,7 +127,7 @@ OPERATIONS = (
         "post", api.BATCH_ROUTE, "Queue a batch: all or none", "messages",
         _keyed(SEND, {202: ("Queued", schemas.BatchAccepted), 400: INVALID,
                       409: KEY_REUSED,
-                      413: TOO_LARGE, 415: NOT_JSON}),
+                      413: TOO_LARGE, 415: NOT_JSON, 429: OVER_QUOTA}),
         scope=SEND, body=schemas.BatchRequest, headers=[IDEMPOTENCY_HEADER],
     ),
     Operation(

@@ -5,6 +5,8 @@ answer, in one transaction per request; a batch is all accepted or all
 refused. Bodies are checked in two steps: ``schemas`` for shapes and types,
 ``intake`` for the rules. An ``Idempotency-Key`` replay is answered before the
 rules run, so a retry gets the first answer even after a ``send_at`` passed.
+A client with limits is counted in the storing transaction (``clients.quotas``):
+past a limit the request is answered 429 with Retry-After, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 import pydantic_core
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracker import auth, clock, errors, logs, web
+from tracker import auth, clock, errors, logs, metrics, web
+from tracker.clients import quotas
 from tracker.domain import headers
 from tracker.sending import idempotency, intake, schemas, store
 from tracker.services import Services, services_of
@@ -112,13 +117,15 @@ async def _accept(
         previous = await idempotency.previous_answer(services.database, claim, now)
         if previous is not None:
             return _replayed(previous)
-    rows = await build(intake.Intake(services.settings, principal.client, now))
+    rows = await build(intake.Intake(services.settings, principal.client, now, principal.policy))
     try:
-        answer = await _store(services, rows, render, claim, now)
+        answer = await _store(services, principal, rows, render, claim=claim, now=now)
     except errors.IdempotencyKeyTaken:
         if claim is None:  # only storing a claim can raise it
             raise
         return _replayed(await idempotency.answer_of_winner(services.database, claim))
+    except quotas.QuotaExceeded as exc:
+        return await _refused(services, principal, claim, exc.refusal)
     _log_queued(rows, principal.client)
     return Response(answer.body, answer.status_code, media_type=JSON_MEDIA_TYPE)
 
@@ -129,14 +136,18 @@ async def _one(rules: intake.Intake, message: schemas.SendRequest) -> Rows:
 
 async def _store(
     services: Services,
+    principal: auth.Principal,
     rows: Rows,
     render: Callable[[Rows], dict[str, Any]],
+    *,
     claim: idempotency.Claim | None,
     now: dt.datetime,
 ) -> idempotency.Answer:
     """Insert the rows (and the key's answer) in one transaction; the answer."""
     answer = None
     async with services.database.write() as session:
+        if principal.policy.limited:  # an unlimited client counts nothing
+            await quotas.admit(session, principal.policy, rows, now)
         await store.insert_messages(session, rows)
         if claim is not None:  # the answer is part of the transaction
             answer = idempotency.Answer(202, _dumps(render(rows)))
@@ -144,6 +155,35 @@ async def _store(
             await idempotency.remember(session, claim, answer, now, ttl)
     # Without a key the answer is built after the commit, outside the write lock.
     return answer or idempotency.Answer(202, _dumps(render(rows)))
+
+
+async def _refused(
+    services: Services,
+    principal: auth.Principal,
+    claim: idempotency.Claim | None,
+    refusal: quotas.Refusal,
+) -> Response:
+    """429 with Retry-After; but a concurrent request with the same Idempotency-Key
+    may have been stored while this one waited for the client's lock: its replay."""
+    if claim is not None:
+        previous = await idempotency.previous_answer(services.database, claim, clock.utcnow())
+        if previous is not None:
+            return _replayed(previous)
+    metrics.QUOTA_REFUSALS.labels(limit=refusal.limit.value).inc()
+    log.info(
+        "send_refused_quota",
+        client=principal.client,
+        limit=refusal.limit.value,
+        limit_value=refusal.value,
+        used=refusal.used,
+        requested=refusal.requested,
+        retry_after=refusal.retry_after,
+    )
+    raise HTTPException(
+        HTTPStatus.TOO_MANY_REQUESTS,
+        refusal.detail,
+        headers={"Retry-After": str(refusal.retry_after)},
+    )
 
 
 def _log_queued(rows: Sequence[dict[str, Any]], client: str) -> None:

@@ -1,9 +1,10 @@
 """From a well-formed send request to a queued message row.
 
 ``schemas`` checks shapes and types; this module applies the rules that need
-the settings or the clock: a Kenyan mobile recipient, a body within the
-allowed parts, a sender on the allow-list, times that still lie ahead, a small
-metadata object. Every problem of a message is reported at once, keyed by
+the settings, the client or the clock: a Kenyan mobile recipient, a body
+within the allowed parts, a sender the client may use (its own list within
+``TRACKER_SENDER_NAMES``; with none given, its default), times that still lie
+ahead, a small metadata object. Every problem of a message is reported at once, keyed by
 field; a batch prefixes them with the item's place (``messages[3].to``).
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracker import errors, models
+from tracker.clients import records
 from tracker.domain import recipients, segments, status
 from tracker.sending import schemas
 from tracker.settings import Settings
@@ -32,9 +34,17 @@ class Intake:
     settings: Settings
     client: str
     now: dt.datetime
+    # The client's settings (the key's principal.policy); None: every sender allowed.
+    policy: records.Client | None = None
     # A batch often repeats recipients; each distinct number is checked once
     # (a refused one is remembered by the reason it was refused).
     _recipients: dict[str, recipients.Recipient | str] = field(default_factory=dict)
+    # The client's senders and default, worked out once per request, not per message.
+    _senders: tuple[str, ...] = field(init=False)
+    _default_sender: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._senders, self._default_sender = allowed_senders(self.settings, self.policy)
 
     def row(self, request: schemas.SendRequest) -> dict[str, Any]:
         """The ``messages`` row for a request (column names), or ValidationFailed."""
@@ -111,12 +121,16 @@ class Intake:
         return known
 
     def _sender(self, name: str | None, problems: Problems) -> str:
-        allowed = self.settings.sender_names
+        allowed = self._senders
         if name is None:
-            return self.settings.default_sender
+            if self._default_sender is None:
+                problems["sender_name"] = [f"client {self.client!r} has no allowed sender name"]
+                return ""
+            return self._default_sender
         if name not in allowed:
+            names = ", ".join(allowed) or "none"
             problems["sender_name"] = [
-                f"{errors.echo(name)} is not an allowed sender name (allowed: {', '.join(allowed)})"
+                f"{errors.echo(name)} is not an allowed sender name (allowed: {names})"
             ]
         return name
 
@@ -141,6 +155,26 @@ class Intake:
             except OverflowError:
                 problems["valid_for"] = ["runs past the year 9999"]
         return send_at, expires_at
+
+
+def allowed_senders(
+    settings: Settings, policy: records.Client | None
+) -> tuple[tuple[str, ...], str | None]:
+    """(the sender names a client may use, its default: None when it may use none).
+
+    A client's own list is kept within ``TRACKER_SENDER_NAMES`` (a name dropped
+    from the setting is no longer allowed to anyone). Its default is its
+    ``default_sender`` if that is still allowed, else the first allowed name.
+    """
+    everyone = tuple(settings.sender_names)
+    if policy is None or policy.sender_names is None:
+        allowed = everyone
+    else:
+        allowed = tuple(name for name in policy.sender_names if name in everyone)
+    chosen = policy.default_sender if policy is not None else None
+    if chosen is not None and chosen in allowed:
+        return allowed, chosen
+    return allowed, allowed[0] if allowed else None  # the setting's first, without a list
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
