@@ -32,7 +32,7 @@ async def active_key_counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         select(key.client, func.count()).where(key.revoked_at.is_(None)).group_by(key.client)
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def keys_of(session: AsyncSession, client: str) -> list[Key]:
@@ -61,4 +61,4 @@ async def message_counts(session: AsyncSession, client: str) -> dict[str, int]:
         .where(message.client == client)
         .group_by(message.status)
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
