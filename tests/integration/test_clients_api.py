@@ -184,6 +184,18 @@ async def test_an_unknown_client_is_404_for_get_and_patch(
     assert (await client.get("/v1/clients/nobody", headers=admin)).status_code == 404
 
 
+@pytest.mark.parametrize("name", ["%00", "a%20b", "x" * 65, "%C3%A9t%C3%A9"])
+async def test_a_name_no_client_could_have_is_404(
+    client: httpx.AsyncClient, admin: Headers, name: str
+) -> None:
+    """A NUL, a space, 65 characters or non-ASCII in the path: 404, never a 500."""
+    for method in ("GET", "PATCH"):
+        response = await client.request(
+            method, f"/v1/clients/{name}", json={"weight": 2}, headers=admin
+        )
+        assert response.status_code == 404, response.text
+
+
 async def test_get_shows_the_clients_keys_revoked_ones_included(
     client: httpx.AsyncClient, admin: Headers, database: db.Database
 ) -> None:

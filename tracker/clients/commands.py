@@ -105,7 +105,7 @@ def options_given(**given: str | None) -> dict[str, Any]:
     return data
 
 
-def _as_options(problems: Mapping[str, list[str]]) -> errors.ValidationFailed:
+def as_options(problems: Mapping[str, list[str]]) -> errors.ValidationFailed:
     """The API's field errors renamed to the CLI's options."""
     renamed: dict[str, list[str]] = {}
     for field, messages in problems.items():
@@ -138,7 +138,7 @@ def create(  # noqa: PLR0917 - one parameter per CLI option
         try:
             checked, values = schemas.parse_new({"name": name, **data}, settings)
         except errors.ValidationFailed as exc:
-            raise _as_options(exc.errors) from None
+            raise as_options(exc.errors) from None
         async with database.write() as session:
             return await records.create(session, checked, **values)
 
@@ -176,7 +176,7 @@ def update(  # noqa: PLR0917 - one parameter per CLI option
             try:
                 changes = schemas.parse_changes(data, current, settings)
             except errors.ValidationFailed as exc:
-                raise _as_options(exc.errors) from None
+                raise as_options(exc.errors) from None
             return await records.update(session, name, **changes)
 
     changed, _settings = _with_database(work)

@@ -54,9 +54,9 @@ async def create_client(request: Request) -> Response:
 async def get_client(request: Request) -> Response:
     """``GET /v1/clients/{name}``: its settings and its keys."""
     services = services_of(request)
-    name: str = request.path_params["name"]
     async with services.database.read() as session:
         await auth.require(request, services.database, auth.Scope.ADMIN, session=session)
+        name = _path_name(request)
         found = await records.get(session, name)
         if found is None:
             raise errors.NotFound(f"no client named {errors.echo(name)}")
@@ -79,7 +79,7 @@ async def update_client(request: Request) -> Response:
     """``PATCH /v1/clients/{name}``: change the fields given; ``null`` clears a limit."""
     services = services_of(request)
     await auth.require(request, services.database, auth.Scope.ADMIN)
-    name: str = request.path_params["name"]
+    name = _path_name(request)
     data = await web.read_json_object(request, services.settings.max_body_bytes)
     async with services.database.write() as session:
         current = await records.get(session, name)
@@ -104,6 +104,16 @@ async def one_client(request: Request) -> Response:
     if request.method == "PATCH":
         return await update_client(request)
     return await get_client(request)
+
+
+def _path_name(request: Request) -> str:
+    """The client named in the path; one no client could have is a 404 before any SQL
+    (PostgreSQL refuses a NUL in text, which would be a 500)."""
+    name: str = request.path_params["name"]
+    try:
+        return records.check_name(name)
+    except ValueError:
+        raise errors.NotFound(f"no client named {errors.echo(name)}") from None
 
 
 def _json(status_code: HTTPStatus, body: object) -> Response:
