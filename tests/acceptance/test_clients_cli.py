@@ -119,6 +119,9 @@ def test_keys_of_a_client_rotate_with_the_cli(env: dict[str, str]) -> None:
     old = ok("keys", "create", "--name", "billing-2025", "--client", "billing", env=env)
     new = ok("keys", "create", "--name", "billing-2026", "--client", "billing", env=env)
     assert old.strip().splitlines()[-1] != new.strip().splitlines()[-1]
+    assert refused("keys", "create", "--name", "billing-2026", "--client", "billing", env=env) == (
+        "error: an active key named 'billing-2026' already exists"
+    )
     assert ok("keys", "revoke", "billing-2025", env=env).strip() == "revoked billing-2025"
     listed = ok("keys", "list", env=env)
     assert row_of(listed, "billing-2026")[1:2] == ["billing"]
