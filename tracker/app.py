@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from tracker import auth, db, health, web
 from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
-from tracker.ops import gauges, handlers, openapi
+from tracker.ops import admin, gauges, handlers, openapi
 from tracker.reports import endpoint, ingest
 from tracker.reports.spool import Spool
 from tracker.sending import api
@@ -125,6 +125,7 @@ def create_app(
         *health.routes,
         *endpoint.routes,
         *handlers.routes,
+        *admin.routes,
         *openapi.routes,
         *api.routes,
         Route("/v1/whoami", whoami),

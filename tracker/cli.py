@@ -17,6 +17,8 @@ from sqlalchemy import exc as sa_exc
 
 import tracker
 from tracker import auth, db, errors, logs, migrate
+from tracker.clients import commands as clients_commands
+from tracker.clients import records
 from tracker.console import commands
 from tracker.settings import Settings, is_loopback_host
 
@@ -205,12 +207,28 @@ def db_upgrade(
 def keys_create(
     name: Annotated[str, typer.Option(help="Who uses the key (an app or team).")],
     scopes: Annotated[str, typer.Option(help="Comma-separated: send, read, admin.")] = "send,read",
+    client: Annotated[
+        str | None,
+        typer.Option(
+            help="The client it belongs to (see `tracker clients create`); default: the "
+            "client named like the key, created if missing."
+        ),
+    ] = None,
 ) -> None:
     """Create a key. It is printed once, alone on the last line; only its hash is kept."""
     settings = load_settings()
     parsed = auth.parse_scopes(scopes)
-    key = run(_with_database(settings, lambda d: auth.create_key(d, name, parsed)))
-    err.print(f"created key {name!r} with scopes {','.join(sorted(parsed))}; store it now:")
+    try:
+        key = run(
+            _with_database(settings, lambda d: auth.create_key(d, name, parsed, client=client))
+        )
+    except records.UnknownClient as exc:
+        raise errors.NotFound(str(exc)) from None
+    owner = client or name
+    err.print(
+        f"created key {name!r} of client {owner!r} with scopes {','.join(sorted(parsed))};"
+        " store it now:"
+    )
     typer.echo(key)
 
 
@@ -219,16 +237,17 @@ def keys_list() -> None:
     """List keys (names, prefixes and scopes; never the keys)."""
     settings = load_settings()
     keys: list[auth.KeyInfo] = run(_with_database(settings, auth.list_keys))
-    table = Table("name", "prefix", "scopes", "created", "state")
+    table = Table("name", "client", "prefix", "scopes", "created", "state")
     for key in keys:
         state = "revoked" if key.revoked else "active"
-        table.add_row(key.name, key.prefix + "…", ",".join(key.scopes), key.created_at, state)
+        scopes = ",".join(key.scopes)
+        table.add_row(key.name, key.client, key.prefix + "…", scopes, key.created_at, state)
     Console().print(table)
 
 
 @keys_cli.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
-    """Revoke a key at once."""
+    """Revoke the active key of that name at once (its client keeps its other keys)."""
     settings = load_settings()
     if not run(_with_database(settings, lambda d: auth.revoke_key(d, name))):
         raise errors.NotFound(f"no active key named {name!r}")
@@ -257,6 +276,7 @@ def _register_sandbox() -> None:
 
 _register_sandbox()
 commands.register(cli)  # send, messages, stats, watch: over the HTTP API
+clients_commands.register(cli, load_settings)  # clients: the database directly, like keys
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ class ListParams(BaseModel):
     to: str | None = Field(default=None, description="The recipient, in any accepted form")
     reference: str | None = Field(default=None, description="The caller's own id")
     sender_name: str | None = None
-    client: str | None = Field(default=None, description="The sending key's name (admin)")
+    client: str | None = Field(default=None, description="A client's name (others: only their own)")
     provider_message_id: str | None = None
     created_after: schemas.Timestamp | None = Field(default=None, description="Exclusive")
     created_before: schemas.Timestamp | None = Field(default=None, description="Exclusive")

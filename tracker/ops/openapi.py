@@ -24,7 +24,8 @@ from starlette.routing import Route
 
 import tracker
 from tracker import auth
-from tracker.ops import handlers
+from tracker.clients import schemas as client_schemas
+from tracker.ops import admin, handlers
 from tracker.reports import capability, reading
 from tracker.sending import api, idempotency, schemas
 
@@ -107,8 +108,9 @@ IDEMPOTENCY_HEADER = {
     "description": "A replay gets the first answer; another body under the same key is 409",
     "schema": {"type": "string", "pattern": rf"^[ -~]{{1,{idempotency.MAX_KEY_CHARS}}}$"},
 }
-SEND, READ = auth.Scope.SEND, auth.Scope.READ
+SEND, READ, ADMIN = auth.Scope.SEND, auth.Scope.READ, auth.Scope.ADMIN
 MESSAGE = "/v1/messages/{id}"
+NO_CLIENT = ("No client of that name", schemas.ErrorDetail)
 
 OPERATIONS = (
     Operation(
@@ -145,6 +147,28 @@ OPERATIONS = (
         "get", "/v1/stats", "Statistics over a window", "operations",
         _keyed(READ, {200: ("Statistics", handlers.StatsOut), 400: INVALID}),
         scope=READ, query=handlers.StatsParams,
+    ),
+    Operation(
+        "get", admin.COLLECTION, "Every client and its settings", "clients",
+        _keyed(ADMIN, {200: ("The clients, by name", client_schemas.ClientList)}), scope=ADMIN,
+    ),
+    Operation(
+        "post", admin.COLLECTION, "Add a client (an internal app)", "clients",
+        _keyed(ADMIN, {201: ("Created", client_schemas.ClientOut), 400: INVALID,
+                       409: ("A client of that name exists", schemas.ErrorDetail),
+                       413: TOO_LARGE, 415: NOT_JSON}),
+        scope=ADMIN, body=client_schemas.NewClient,
+    ),
+    Operation(
+        "get", admin.ONE, "One client, its settings and its keys", "clients",
+        _keyed(ADMIN, {200: ("The client", client_schemas.ClientDetail), 404: NO_CLIENT}),
+        scope=ADMIN,
+    ),
+    Operation(
+        "patch", admin.ONE, "Change a client's settings (null clears a limit)", "clients",
+        _keyed(ADMIN, {200: ("The client as changed", client_schemas.ClientOut), 400: INVALID,
+                       404: NO_CLIENT, 413: TOO_LARGE, 415: NOT_JSON}),
+        scope=ADMIN, body=client_schemas.ClientChanges,
     ),
     Operation(
         "get", "/v1/whoami", "The calling key's client and scopes", "operations",
@@ -257,7 +281,8 @@ def _operation(
         spec["responses"]["200"]["content"] = {"application/json": {"schema": {"type": "object"}}}
     spec["security"] = [{SECURITY_SCHEME: []}] if op.scope else []
     if op.scope:
-        spec["description"] = f"Needs an API key with the `{op.scope.value}` scope (or `admin`)."
+        alternative = "" if op.scope == auth.Scope.ADMIN else " (or `admin`)"
+        spec["description"] = f"Needs an API key with the `{op.scope.value}` scope{alternative}."
     return spec
 
 
