@@ -86,8 +86,10 @@ def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def get(session: AsyncSession, name: str) -> Client | None:
-    row = await session.get(models.Client, name)
+async def get(session: AsyncSession, name: str, *, for_update: bool = False) -> Client | None:
+    """The client, or None; ``for_update`` locks its row until the transaction ends
+    (a change checked against the current settings must not race another)."""
+    row = await session.get(models.Client, name, with_for_update=for_update or None)
     return from_row(row) if row is not None else None
 
 

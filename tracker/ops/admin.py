@@ -82,7 +82,7 @@ async def update_client(request: Request) -> Response:
     name = _path_name(request)
     data = await web.read_json_object(request, services.settings.max_body_bytes)
     async with services.database.write() as session:
-        current = await records.get(session, name)
+        current = await records.get(session, name, for_update=True)
         if current is None:
             raise errors.NotFound(f"no client named {errors.echo(name)}")
         changes = schemas.parse_changes(data, current, services.settings)
