@@ -31,6 +31,7 @@ from sqlalchemy import case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import logs, models
+from tracker.dispatch import turns
 from tracker.domain import status
 
 Status = status.Status
@@ -73,8 +74,8 @@ async def any_due(session: AsyncSession, now: dt.datetime, give_up_after: dt.tim
     return bool(await session.scalar(select(exists().where(_due(now, give_up_after)))))
 
 
-# Over 40 lines: one claim statement, written out per dialect (SKIP LOCKED on
-# PostgreSQL), in the one transaction that must hold it.
+# Over 40 lines: whose turn, then that client's oldest due message (SKIP LOCKED on
+# PostgreSQL), in the one short transaction that must hold both.
 async def claim_due(
     session: AsyncSession,
     *,
@@ -83,7 +84,8 @@ async def claim_due(
     give_up_after: dt.timedelta,
     exclude: Sequence[uuid.UUID] = (),
 ) -> Claimed | None:
-    """Lease the most urgent due message: priority first, then oldest due time.
+    """Lease the next due message: the highest lane, the client whose turn it is
+    there (``turns``), that client's oldest due time (a retry waits like any other).
 
     ``exclude``: ids the caller is still sending (never claimed twice at once).
     """
@@ -91,15 +93,22 @@ async def claim_due(
     due = _due(now, give_up_after)
     if exclude:
         due &= m.id.not_in(exclude)
-    row = (
-        await session.execute(
-            select(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
-            .where(due)
-            .order_by(m.priority, m.next_attempt_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-    ).one_or_none()
+    turn = await turns.next_turn(session, due)
+    if turn is None:  # every message has a client row: nothing is due
+        return None
+    oldest = (
+        select(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
+        .where(due)
+        .order_by(m.priority, m.next_attempt_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    mine = oldest.where(m.client == turn.client, m.priority == turn.priority)
+    row = (await session.execute(mine)).one_or_none()
+    if row is not None:
+        await turns.advance(session, turn)
+    else:  # its rows are locked by another writer (the sweep): the plain order, no turn
+        row = (await session.execute(oldest)).one_or_none()
     if row is None:
         return None
     until = now + lease
