@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracker import auth, clock, errors, logs, web
+from tracker import auth, clock, errors, logs, wakeup, web
 from tracker.domain import headers
 from tracker.sending import idempotency, intake, schemas, store
 from tracker.services import Services, services_of
@@ -138,10 +138,12 @@ async def _store(
     answer = None
     async with services.database.write() as session:
         await store.insert_messages(session, rows)
+        await wakeup.notify_if_due(session, rows)  # PostgreSQL: a worker wakes at commit
         if claim is not None:  # the answer is part of the transaction
             answer = idempotency.Answer(202, _dumps(render(rows)))
             ttl = services.settings.idempotency_ttl_seconds
             await idempotency.remember(session, claim, answer, now, ttl)
+    services.doorbell.ring()  # committed: an in-process dispatcher looks at once
     # Without a key the answer is built after the commit, outside the write lock.
     return answer or idempotency.Answer(202, _dumps(render(rows)))
 
