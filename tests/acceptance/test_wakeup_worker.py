@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -37,7 +38,9 @@ async def send_one(make_settings: SettingsFactory, database_url: str, key: str) 
 async def sent_within(sandbox_url: str, message_id: str, seconds: float) -> bool:
     """Whether the sandbox had the send within ``seconds`` of now."""
     started_at = time.monotonic()
-    found = await wait_until(lambda: sends_for(sandbox_url, message_id) == 1, within=seconds)
+    found = await wait_until(
+        lambda: sends_for(sandbox_url, uuid.UUID(message_id)) == 1, within=seconds
+    )
     return found and time.monotonic() - started_at <= seconds
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -67,10 +68,10 @@ async def listener_pids(database_url: str) -> list[int]:
     return [row["pid"] for row in rows]
 
 
-async def until(check: object, within: float = 15) -> bool:
+async def until(check: Callable[[], bool], within: float = 15) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return True
         await asyncio.sleep(0.05)
     return False
@@ -95,7 +96,10 @@ async def test_the_listener_reconnects_after_its_connection_is_killed_and_rings_
             assert await until(lambda: doorbell.rung)
             async with database.read() as session:
                 await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            names = lambda: [e["event"] for e in entries]  # noqa: E731 - read at each poll
+
+            def names() -> list[str]:
+                return [str(entry["event"]) for entry in entries]
+
             assert await until(lambda: "wakeup_listener_restored" in names())
             assert names().count("wakeup_listener_lost") == 1
             assert doorbell.rung  # rung once on reconnect: a NOTIFY may have been missed
