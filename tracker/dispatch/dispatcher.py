@@ -143,8 +143,10 @@ class Dispatcher:
             ready = self.client.pacer.wait_ready(ahead=CLAIM_AHEAD_SECONDS)
             if await self._unless_stopped(ready):
                 # Cleared before looking: a ring while we look is kept for the idle wait.
+                # Rung, there is work: straight to the claim, without the cheap read first.
+                rung = self.doorbell.rung
                 self.doorbell.clear()
-                if await self._any_due():
+                if rung or await self._any_due():
                     claimed = await self._claim()
         except BaseException:
             self._slots.release()

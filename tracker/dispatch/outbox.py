@@ -74,6 +74,27 @@ async def any_due(session: AsyncSession, now: dt.datetime, give_up_after: dt.tim
     return bool(await session.scalar(select(exists().where(_due(now, give_up_after)))))
 
 
+def _lease_oldest(where: Any, now: dt.datetime, until: dt.datetime) -> Any:
+    """One statement: lease the oldest due row ``where`` picks (SKIP LOCKED on
+    PostgreSQL) and return what the send needs."""
+    m = models.Message
+    oldest = (
+        select(m.id)
+        .where(where)
+        .order_by(m.priority, m.next_attempt_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(m)
+        .where(m.id == oldest, m.status.in_(status.DUE_STATUSES))
+        .values(lease_until=until, next_attempt_at=until, updated_at=now)
+        .returning(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
 # Over 40 lines: whose turn, then that client's oldest due message (SKIP LOCKED on
 # PostgreSQL), in the one short transaction that must hold both.
 async def claim_due(
@@ -96,28 +117,15 @@ async def claim_due(
     turn = await turns.next_turn(session, due)
     if turn is None:  # every message has a client row: nothing is due
         return None
-    oldest = (
-        select(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
-        .where(due)
-        .order_by(m.priority, m.next_attempt_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    mine = oldest.where(m.client == turn.client, m.priority == turn.priority)
-    row = (await session.execute(mine)).one_or_none()
+    until = now + lease
+    mine = due & (m.client == turn.client) & (m.priority == turn.priority)
+    row = (await session.execute(_lease_oldest(mine, now, until))).one_or_none()
     if row is not None:
         await turns.advance(session, turn)
     else:  # its rows are locked by another writer (the sweep): the plain order, no turn
-        row = (await session.execute(oldest)).one_or_none()
+        row = (await session.execute(_lease_oldest(due, now, until))).one_or_none()
     if row is None:
         return None
-    until = now + lease
-    await session.execute(
-        update(m)
-        .where(m.id == row.id, m.status.in_(status.DUE_STATUSES))
-        .values(lease_until=until, next_attempt_at=until, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
     return Claimed(
         id=row.id,
         sender_name=row.sender_name,

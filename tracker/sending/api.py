@@ -143,7 +143,8 @@ async def _store(
             answer = idempotency.Answer(202, _dumps(render(rows)))
             ttl = services.settings.idempotency_ttl_seconds
             await idempotency.remember(session, claim, answer, now, ttl)
-    services.doorbell.ring()  # committed: an in-process dispatcher looks at once
+    if wakeup.due_now(rows):  # committed: an in-process dispatcher looks at once
+        services.doorbell.ring()
     # Without a key the answer is built after the commit, outside the write lock.
     return answer or idempotency.Answer(202, _dumps(render(rows)))
 
