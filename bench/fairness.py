@@ -150,6 +150,7 @@ def figures(
         "backend": backend,
         "bulk": bulk,
         "sends_total": len(calls),
+        "b_sent": len(b_sent),
         "sends_before_b_last_from_start": b_last + 1 if b_last is not None else None,
         "sends_from_b_queued_to_b_last": until_b,
         "sends_between_c_queued_and_c": before_c,
@@ -179,6 +180,7 @@ def main() -> None:
             f"fairness ({r['backend']}): A {r['bulk']} normal, then B {SMALL} normal, then C 1 "
             f"high: {r['sends_from_b_queued_to_b_last']} sends from B's 202 to B's last "
             f"(target <= {TARGET_B}; {r['sends_before_b_last_from_start']} from the start), "
+            f"{r['b_sent']}/{SMALL} of B's sent in {r['sends_total']} sends; "
             f"{r['sends_between_c_queued_and_c']} sends between C's 202 and C's send "
             f"(target <= {TARGET_C}) -> {'OK' if r['met'] else 'MISSED'}"
         )
