@@ -142,8 +142,7 @@ class Dispatcher:
             # POST: the pacer counts calls when they leave, however slow the claim.
             ready = self.client.pacer.wait_ready(ahead=CLAIM_AHEAD_SECONDS)
             if await self._unless_stopped(ready):
-                # Cleared before looking: a ring while we look is kept for the idle wait.
-                # Rung, there is work: straight to the claim, without the cheap read first.
+                # Cleared before looking (a ring meanwhile is kept); rung: claim, no read first.
                 rung = self.doorbell.rung
                 self.doorbell.clear()
                 if rung or await self._any_due():
