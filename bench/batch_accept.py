@@ -53,6 +53,9 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 API_TARGET_SECONDS = 2.0
 RATIO_TARGET = 0.5
 CLIENT = "bench"
+# The batch's client (messages.client is a foreign key), made before the clock starts,
+# as the API run's key made it.
+CLIENT_SQL = "INSERT INTO clients (name, weight, created_at, updated_at) VALUES ($1, 1, $2, $2)"
 EVENT_COLUMNS = ("message_id", "from_status", "to_status", "source", "detail", "payload")
 Fresh = Callable[[], contextlib.AbstractAsyncContextManager[str]]
 DATA_DIR = Path(tempfile.gettempdir()) / "tracker-bench"  # the app's spool dir (stays empty)
@@ -211,6 +214,8 @@ async def raw_sqlite(url: str, rows: list[dict[str, Any]]) -> float:
         message_sql = _insert_sql("messages", columns, lambda _n: "?")
         event_sql = _insert_sql("message_events", [*EVENT_COLUMNS, "created_at"], lambda _n: "?")
         created = _sqlite_value(rows[0]["created_at"])
+        # ?1, ?2: numbered parameters, as asyncpg's $1, $2
+        await connection.execute(CLIENT_SQL.replace("$", "?"), (CLIENT, created))
         started = time.perf_counter()
         await connection.execute("BEGIN IMMEDIATE")
         await connection.executemany(message_sql, messages)
@@ -228,6 +233,7 @@ async def raw_postgres(url: str, rows: list[dict[str, Any]]) -> float:
         message_sql = _insert_sql("messages", columns, lambda n: f"${n}")
         event_sql = _insert_sql("message_events", [*EVENT_COLUMNS, "created_at"], lambda n: f"${n}")
         created = rows[0]["created_at"]
+        await connection.execute(CLIENT_SQL, CLIENT, created)
         started = time.perf_counter()
         async with connection.transaction():
             await connection.executemany(message_sql, messages)

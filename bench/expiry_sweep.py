@@ -39,6 +39,7 @@ from bench import loadgen
 from bench.callback_ingest import SECRET, free_port, requests_for, wait_until_up
 from bench.scratch import DEFAULT_POSTGRES_URL, plain_url, scratch_database, seed_pending
 from tracker import clock, db, models
+from tracker.clients import records
 from tracker.domain import status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,8 @@ async def seed_expiring(url: str, count: int, expires_at: dt.datetime) -> None:
     now = clock.utcnow()
     later = expires_at + dt.timedelta(hours=1)  # never due first: only the sweep moves them
     try:
+        async with database.write() as session:
+            await records.ensure(session, "bench")  # every message's client has a row (FK)
         for start in range(0, count, 5000):
             rows: list[dict[str, Any]] = [
                 {

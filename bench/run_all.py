@@ -22,8 +22,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # The whole run, every script included. The expiry sweep added about a minute,
-# and on a loaded machine the 1M-row seed of query_latency no longer fit in 600 s.
-TIME_LIMIT_SECONDS = 900
+# and on a loaded machine the 1M-row seed of query_latency no longer fit in 600 s;
+# dispatch latency and fairness add about two minutes more.
+TIME_LIMIT_SECONDS = 1080
 MIN_SCRIPT_SECONDS = 30
 
 
@@ -134,6 +135,31 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 query.get("target", "-"),
             )
         )
+    for latency in _list(results.get("dispatch_latency")):
+        base = latency["baseline"]
+        table.append(
+            (
+                f"dispatch 202 -> provider ({latency['backend']}, {latency['setup']})",
+                (
+                    f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
+                    f"(raw POST p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms)"
+                ),
+                "p50 <= 10 ms, p99 <= 50 ms",
+            )
+        )
+    for fair in _list(results.get("fairness")):
+        table += [
+            (
+                f"fairness: sends from B's 202 to B's last ({fair['backend']})",
+                f"{fair['sends_from_b_queued_to_b_last']} (A {fair['bulk']} queued first)",
+                "<= 20",
+            ),
+            (
+                f"fairness: sends between C's OTP 202 and its send ({fair['backend']})",
+                f"{fair['sends_between_c_queued_and_c']}",
+                "<= 1",
+            ),
+        ]
     for name, value in results.items():
         if isinstance(value, dict) and "error" in value:
             table.append((name, value["error"], "-"))
@@ -162,6 +188,8 @@ def main() -> None:
         ("pacing", ["--seconds", "10"] if args.quick else []),
         ("expiry_sweep", quick),
         ("query_latency", quick),
+        ("dispatch_latency", quick),
+        ("fairness", quick),
     ]
     deadline = time.monotonic() + TIME_LIMIT_SECONDS
     results: dict[str, Any] = {}

@@ -13,6 +13,7 @@ import asyncpg
 from sqlalchemy import insert
 
 from tracker import clock, db, migrate, models
+from tracker.clients import records
 from tracker.domain import status
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -51,6 +52,8 @@ async def seed_pending(url: str, count: int, chunk: int = 5000) -> list[uuid.UUI
     now = clock.utcnow()
     ids = [models.new_id() for _ in range(count)]
     try:
+        async with database.write() as session:
+            await records.ensure(session, "bench")  # every message's client has a row (FK)
         for start in range(0, count, chunk):
             rows: list[dict[str, Any]] = [
                 {

@@ -98,10 +98,15 @@ def create_app(
             reports_per_message=settings.callback_reports_per_message,
         )
         async with provider_client(settings, provider_transport) as http:
-            app.state.services = Services(settings=settings, database=database, provider_http=http)
+            services = Services(settings=settings, database=database, provider_http=http)
+            app.state.services = services
             app.state.ingester = ingester
             await ingester.start()
-            sender = dispatcher.create(settings, database, http) if run_dispatcher else None
+            sender = (
+                dispatcher.create(settings, database, http, doorbell=services.doorbell)
+                if run_dispatcher
+                else None
+            )
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
             refresher = gauges.GaugeRefresher(database, settings)
             gauges_task = asyncio.create_task(refresher.run(), name="metrics-gauges")

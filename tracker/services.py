@@ -7,12 +7,12 @@ creates it and closes it. The callback ingester is ``app.state.ingester``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from starlette.requests import Request
 
-from tracker import db
+from tracker import db, wakeup
 from tracker.settings import Settings
 
 
@@ -21,6 +21,8 @@ class Services:
     settings: Settings
     database: db.Database
     provider_http: httpx.AsyncClient
+    # Rung by the send API after a commit; the in-process dispatcher waits on it.
+    doorbell: wakeup.Doorbell = field(default_factory=wakeup.Doorbell)
 
 
 def services_of(request: Request) -> Services:

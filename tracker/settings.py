@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     provider_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     provider_read_timeout_seconds: float = Field(default=15.0, gt=0)
     rate_limit_pause_seconds: float = Field(default=60.0, gt=0)
+    # The dispatcher's slow poll beside its wake-ups (None: its FALLBACK_POLL_SECONDS).
+    dispatch_fallback_poll_seconds: float | None = Field(default=None, gt=0)
 
     dlr_overdue_seconds: int = Field(default=86_400, ge=60)
     # Connect, pool wait and statement time of the app's database work (the API,

@@ -6,7 +6,10 @@ send (no transaction open) -> record (a short transaction). Only the leader
 dispatches (``leadership``); the pacer spaces every call; transient failures
 are retried with exponential backoff and full jitter under the same
 Idempotency-Key, until the attempts or the provider's 24 h key window run out.
-The leader also runs the expiry sweep, in batches (``expiry``).
+The leader's chores (the expiry sweep, ...) run in a task beside the claims
+(``housekeeping``). Idle, it sleeps until its doorbell rings (``wakeup``: the
+send API in-process, a NOTIFY across processes, a retry it scheduled coming
+due) or the slow fallback poll comes round.
 """
 
 from __future__ import annotations
@@ -23,20 +26,20 @@ from http import HTTPStatus
 
 import httpx
 
-from tracker import clock, db, errors, logs, metrics
-from tracker.dispatch import expiry, kimisms, leadership, outbox
+from tracker import clock, db, errors, logs, metrics, wakeup
+from tracker.dispatch import housekeeping, kimisms, leadership, outbox
 from tracker.dispatch.pacing import Pacer
 from tracker.reports import capability
-from tracker.sending import store
 from tracker.settings import Settings
 
 log = logs.get_logger(__name__)
 MAX_IN_FLIGHT = 8  # sends awaiting an answer at once (a slow provider must not stall pacing)
-IDLE_POLL_SECONDS = 0.25
+# Idle, look for work this often even unwoken (a message whose send_at came, a
+# lease that ran out, a NOTIFY lost while the listener reconnected).
+FALLBACK_POLL_SECONDS = 2.0
+FAILED_CYCLE_PAUSE_SECONDS = 1.0
+RETRY_WAKE_LAG_SECONDS = 0.01  # past the due time, so the claim's `<= now` sees it due
 CLAIM_AHEAD_SECONDS = 0.25  # claim this long before the pacer's next turn
-LEADERSHIP_CHECK_SECONDS = 5.0
-HOUSEKEEPING_SECONDS = 1.0  # how often validity and retry windows are checked
-PURGE_SECONDS = 600.0  # how often expired Idempotency-Keys are deleted
 ACCOUNT_PAUSE_SECONDS = 30.0  # after credentials/URL failures
 Outcome = outbox.Outcome
 
@@ -50,6 +53,7 @@ class Dispatcher:
         *,
         lock: leadership.Leadership | None = None,
         rng: random.Random | None = None,
+        doorbell: wakeup.Doorbell | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -62,10 +66,23 @@ class Dispatcher:
         self._keys = settings.callback_keys()
         self._give_up_after = dt.timedelta(seconds=settings.give_up_after_seconds)
         self._lease = dt.timedelta(seconds=settings.lease_seconds)
-        self._sweeping: asyncio.Task[None] | None = None
+        self.doorbell = doorbell or wakeup.Doorbell()
+        self.fallback_poll_seconds = (
+            settings.dispatch_fallback_poll_seconds or FALLBACK_POLL_SECONDS
+        )
+        self._deposed = False
+        timeout = settings.database_timeout_seconds
+        self.listener = (
+            None  # SQLite has no NOTIFY: there the dispatcher runs in `serve`, rung in-process
+            if database.is_sqlite
+            else wakeup.Listener(wakeup.dsn_of(database), self.doorbell, timeout_seconds=timeout)
+        )
 
     async def run(self) -> None:
         """Wait for leadership, then dispatch until ``stop()``; then drain in-flight sends."""
+        listening = None
+        if self.listener is not None:  # a standby listens too: it may lead next
+            listening = asyncio.create_task(self.listener.run(self.stopping), name="wakeup")
         try:
             while not self.stopping.is_set():
                 if not await leadership.wait_for_leadership(self.lock, self.stopping):
@@ -74,46 +91,47 @@ class Dispatcher:
         finally:
             await self._drain()
             await self.lock.release()
+            if listening is not None:
+                listening.cancel()
+                await asyncio.gather(listening, return_exceptions=True)
             log.info("dispatcher_stopped")
 
     def stop(self) -> None:
         self.stopping.set()
 
     async def _lead(self) -> None:
+        self._deposed = False
+        chores = asyncio.create_task(
+            housekeeping.keep_house(
+                self.database,
+                self.lock,
+                self._give_up_after,
+                stopping=self.stopping,
+                deposed=self._depose,
+            ),
+            name="housekeeping",
+        )
+        chores.add_done_callback(lambda _task: self._depose())  # ended early or failed: stop
         try:
-            await self._lead_cycles()
+            while not self.stopping.is_set() and not self._deposed:
+                try:
+                    await self._dispatch_one()
+                except Exception as exc:  # a database hiccup must not kill the dispatcher
+                    log.warning(
+                        "dispatcher_cycle_failed",
+                        error=type(exc).__name__,
+                        detail=str(exc),
+                        exc_info=True,
+                    )
+                    await self._idle(FAILED_CYCLE_PAUSE_SECONDS, woken=False)
         finally:
-            if self._sweeping is not None:  # only the leader sweeps
-                self._sweeping.cancel()
-                await asyncio.gather(self._sweeping, return_exceptions=True)
+            chores.cancel()
+            await asyncio.gather(chores, return_exceptions=True)
 
-    async def _lead_cycles(self) -> None:
-        checked = time.monotonic()
-        swept = purged = 0.0
-        while not self.stopping.is_set():
-            idle = self._sweeping is None or self._sweeping.done()
-            if idle and time.monotonic() - swept > HOUSEKEEPING_SECONDS:
-                # Beside the claims, not in their way: a long sweep never delays a send.
-                self._sweeping = asyncio.create_task(self._expire(), name="expiry-sweep")
-                swept = time.monotonic()
-            if time.monotonic() - purged > PURGE_SECONDS:
-                await self._purge()
-                purged = time.monotonic()
-            if time.monotonic() - checked > LEADERSHIP_CHECK_SECONDS:
-                if not await self.lock.still_held():
-                    log.warning("dispatcher_lost_leadership")
-                    return
-                checked = time.monotonic()
-            try:
-                await self._dispatch_one()
-            except Exception as exc:  # a database hiccup must not kill the dispatcher
-                log.warning(
-                    "dispatcher_cycle_failed",
-                    error=type(exc).__name__,
-                    detail=str(exc),
-                    exc_info=True,
-                )
-                await self._idle(1.0)
+    def _depose(self) -> None:
+        """Leadership lost (or the chores failed): the claim loop ends at its next turn."""
+        self._deposed = True
+        self.doorbell.ring()
 
     async def _dispatch_one(self) -> None:
         await self._slots.acquire()
@@ -123,14 +141,18 @@ class Dispatcher:
             # its lease through a pause), but take the turn only just before the
             # POST: the pacer counts calls when they leave, however slow the claim.
             ready = self.client.pacer.wait_ready(ahead=CLAIM_AHEAD_SECONDS)
-            if await self._unless_stopped(ready) and await self._any_due():
-                claimed = await self._claim()
+            if await self._unless_stopped(ready):
+                # Cleared before looking (a ring meanwhile is kept); rung: claim, no read first.
+                rung = self.doorbell.rung
+                self.doorbell.clear()
+                if rung or await self._any_due():
+                    claimed = await self._claim()
         except BaseException:
             self._slots.release()
             raise
         if claimed is None:
             self._slots.release()
-            await self._idle(IDLE_POLL_SECONDS)
+            await self._idle(self.fallback_poll_seconds)
             return
         send = _Send(claimed)
         task = asyncio.create_task(self._send(send), name=f"send-{claimed.id}")
@@ -161,7 +183,11 @@ class Dispatcher:
             # expires and the retry reuses the key, so nothing is lost or doubled.
             log.error("message_outcome_unrecorded", error=type(exc).__name__, exc_info=exc)
 
-    async def _idle(self, seconds: float) -> None:
+    async def _idle(self, seconds: float, *, woken: bool = True) -> None:
+        """Wait ``seconds``, or less: until ``stop()`` or (``woken``) the doorbell."""
+        if woken:
+            await self.doorbell.wait(seconds, self.stopping)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
@@ -180,23 +206,6 @@ class Dispatcher:
                 give_up_after=self._give_up_after,
                 exclude=mine,
             )
-
-    async def _expire(self) -> None:
-        try:
-            await expiry.sweep(self.database, self._give_up_after, stopping=self.stopping)
-        except Exception as exc:  # retried at the next sweep
-            log.warning("dispatcher_sweep_failed", error=type(exc).__name__, exc_info=True)
-
-    async def _purge(self) -> None:
-        """Housekeeping for the whole deployment, done by its one leader."""
-        try:
-            async with self.database.write() as session:
-                purged = await store.purge_idempotency_keys(session, clock.utcnow())
-        except Exception as exc:  # retried at the next purge
-            log.warning("idempotency_purge_failed", error=type(exc).__name__, exc_info=True)
-        else:
-            if purged:
-                log.info("idempotency_keys_purged", count=purged)
 
     async def _send(self, send: _Send) -> None:
         try:
@@ -317,6 +326,8 @@ class Dispatcher:
                 outcome=outcome,
                 now=clock.utcnow(),
             )
+        # Wake when it is due (the fallback poll may be far off), a moment after.
+        self.doorbell.ring_in((at - clock.utcnow()).total_seconds() + RETRY_WAKE_LAG_SECONDS)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""
@@ -369,8 +380,15 @@ def attempt_outcome(exc: errors.ProviderError) -> outbox.Outcome:
     return Outcome.PROVIDER_ERROR
 
 
-def create(settings: Settings, database: db.Database, http: httpx.AsyncClient) -> Dispatcher:
-    """A dispatcher with its pacer and provider client, from settings."""
+def create(
+    settings: Settings,
+    database: db.Database,
+    http: httpx.AsyncClient,
+    *,
+    doorbell: wakeup.Doorbell | None = None,
+) -> Dispatcher:
+    """A dispatcher with its pacer and provider client, from settings; ``doorbell``: the
+    one the send API rings (``serve``), else its own (rung by NOTIFY on PostgreSQL)."""
     client = kimisms.KimismsClient(
         http,
         database,
@@ -379,4 +397,4 @@ def create(settings: Settings, database: db.Database, http: httpx.AsyncClient) -
         pacer=Pacer(settings.rate_limit_per_minute),
         rate_limit_pause_seconds=settings.rate_limit_pause_seconds,
     )
-    return Dispatcher(settings, database, client)
+    return Dispatcher(settings, database, client, doorbell=doorbell)

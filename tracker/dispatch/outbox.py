@@ -31,6 +31,7 @@ from sqlalchemy import case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import logs, models
+from tracker.dispatch import turns
 from tracker.domain import status
 
 Status = status.Status
@@ -73,8 +74,29 @@ async def any_due(session: AsyncSession, now: dt.datetime, give_up_after: dt.tim
     return bool(await session.scalar(select(exists().where(_due(now, give_up_after)))))
 
 
-# Over 40 lines: one claim statement, written out per dialect (SKIP LOCKED on
-# PostgreSQL), in the one transaction that must hold it.
+def _lease_oldest(where: Any, now: dt.datetime, until: dt.datetime) -> Any:
+    """One statement: lease the oldest due row ``where`` picks (SKIP LOCKED on
+    PostgreSQL) and return what the send needs."""
+    m = models.Message
+    oldest = (
+        select(m.id)
+        .where(where)
+        .order_by(m.priority, m.next_attempt_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(m)
+        .where(m.id == oldest, m.status.in_(status.DUE_STATUSES))
+        .values(lease_until=until, next_attempt_at=until, updated_at=now)
+        .returning(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# Over 40 lines: whose turn, then that client's oldest due message (SKIP LOCKED on
+# PostgreSQL), in the one short transaction that must hold both.
 async def claim_due(
     session: AsyncSession,
     *,
@@ -83,7 +105,8 @@ async def claim_due(
     give_up_after: dt.timedelta,
     exclude: Sequence[uuid.UUID] = (),
 ) -> Claimed | None:
-    """Lease the most urgent due message: priority first, then oldest due time.
+    """Lease the next due message: the highest lane, the client whose turn it is
+    there (``turns``), that client's oldest due time (a retry waits like any other).
 
     ``exclude``: ids the caller is still sending (never claimed twice at once).
     """
@@ -91,24 +114,18 @@ async def claim_due(
     due = _due(now, give_up_after)
     if exclude:
         due &= m.id.not_in(exclude)
-    row = (
-        await session.execute(
-            select(m.id, m.sender_name, m.contact, m.body, m.attempts, m.submitted_at)
-            .where(due)
-            .order_by(m.priority, m.next_attempt_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-    ).one_or_none()
-    if row is None:
+    turn = await turns.next_turn(session, due)
+    if turn is None:  # every message has a client row: nothing is due
         return None
     until = now + lease
-    await session.execute(
-        update(m)
-        .where(m.id == row.id, m.status.in_(status.DUE_STATUSES))
-        .values(lease_until=until, next_attempt_at=until, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    mine = due & (m.client == turn.client) & (m.priority == turn.priority)
+    row = (await session.execute(_lease_oldest(mine, now, until))).one_or_none()
+    if row is not None:
+        await turns.advance(session, turn)
+    else:  # its rows are locked by another writer (the sweep): the plain order, no turn
+        row = (await session.execute(_lease_oldest(due, now, until))).one_or_none()
+    if row is None:
+        return None
     return Claimed(
         id=row.id,
         sender_name=row.sender_name,

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracker import auth, clock, errors, logs, metrics, web
+from tracker import auth, clock, errors, logs, metrics, wakeup, web
 from tracker.clients import quotas
 from tracker.domain import headers
 from tracker.sending import idempotency, intake, schemas, store
@@ -149,10 +149,13 @@ async def _store(
         if principal.policy.limited:  # an unlimited client counts nothing
             await quotas.admit(session, principal.policy, rows, now)
         await store.insert_messages(session, rows)
+        await wakeup.notify_if_due(session, rows)  # PostgreSQL: a worker wakes at commit
         if claim is not None:  # the answer is part of the transaction
             answer = idempotency.Answer(202, _dumps(render(rows)))
             ttl = services.settings.idempotency_ttl_seconds
             await idempotency.remember(session, claim, answer, now, ttl)
+    if wakeup.due_now(rows):  # committed: an in-process dispatcher looks at once
+        services.doorbell.ring()
     # Without a key the answer is built after the commit, outside the write lock.
     return answer or idempotency.Answer(202, _dumps(render(rows)))
 

@@ -1,0 +1,78 @@
+"""The leader's chores beside its claims: the expiry sweep, the Idempotency-Key purge,
+and the check that it still leads.
+
+A task of their own, on their own clock: the claim loop sleeps until it is
+woken (``wakeup``) or its slow poll comes, and a long sweep never delays a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable
+
+from tracker import clock, db, logs
+from tracker.dispatch import expiry, leadership
+from tracker.sending import store
+
+log = logs.get_logger(__name__)
+HOUSEKEEPING_SECONDS = 1.0  # how often validity and retry windows are checked
+LEADERSHIP_CHECK_SECONDS = 5.0
+PURGE_SECONDS = 600.0  # how often expired Idempotency-Keys are deleted
+
+
+async def keep_house(
+    database: db.Database,
+    lock: leadership.Leadership,
+    give_up_after: dt.timedelta,
+    *,
+    stopping: asyncio.Event,
+    deposed: Callable[[], None],
+) -> None:
+    """Until ``stopping``, or until the lock is lost: then ``deposed()`` and return."""
+    sweeping: asyncio.Task[None] | None = None
+    checked, purged = time.monotonic(), None
+    try:
+        while not stopping.is_set():
+            if sweeping is None or sweeping.done():
+                sweeping = asyncio.create_task(
+                    _expire(database, give_up_after, stopping), name="expiry-sweep"
+                )
+            if purged is None or time.monotonic() - purged > PURGE_SECONDS:
+                await _purge(database)
+                purged = time.monotonic()
+            if time.monotonic() - checked > LEADERSHIP_CHECK_SECONDS:
+                if not await lock.still_held():
+                    log.warning("dispatcher_lost_leadership")
+                    deposed()
+                    return
+                checked = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), HOUSEKEEPING_SECONDS)
+    finally:
+        if sweeping is not None:  # only the leader sweeps
+            sweeping.cancel()
+            await asyncio.gather(sweeping, return_exceptions=True)
+
+
+async def _expire(
+    database: db.Database, give_up_after: dt.timedelta, stopping: asyncio.Event
+) -> None:
+    try:
+        await expiry.sweep(database, give_up_after, stopping=stopping)
+    except Exception as exc:  # retried at the next sweep
+        log.warning("dispatcher_sweep_failed", error=type(exc).__name__, exc_info=True)
+
+
+async def _purge(database: db.Database) -> None:
+    """Housekeeping for the whole deployment, done by its one leader."""
+    try:
+        async with database.write() as session:
+            purged = await store.purge_idempotency_keys(session, clock.utcnow())
+    except Exception as exc:  # retried at the next purge
+        log.warning("idempotency_purge_failed", error=type(exc).__name__, exc_info=True)
+    else:
+        if purged:
+            log.info("idempotency_keys_purged", count=purged)
