@@ -15,7 +15,7 @@ import pytest
 import tracker
 
 ROOT = pathlib.Path(tracker.__file__).parent
-SUBPACKAGES = ("console", "dispatch", "domain", "ops", "reports", "sandbox", "sending")
+SUBPACKAGES = ("console", "dispatch", "domain", "ops", "reports", "sandbox", "sending", "webhooks")
 IO_LIBRARIES = frozenset(
     {"sqlalchemy", "starlette", "uvicorn", "httpx", "asyncpg", "aiosqlite", "sqlite3"}
 )
