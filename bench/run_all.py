@@ -54,6 +54,48 @@ def run_script(module: str, args: list[str], timeout: float) -> Any:
         return result
 
 
+def _dispatch_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The rows of the dispatch benchmarks: latency, fairness, and the steps."""
+    table: list[tuple[str, str, str]] = []
+    for latency in _list(results.get("dispatch_latency")):
+        base = latency["baseline"]
+        table.append(
+            (
+                f"dispatch 202 -> provider ({latency['backend']}, {latency['setup']})",
+                (
+                    f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
+                    f"(raw POST p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms)"
+                ),
+                "p50 <= 10 ms, p99 <= 50 ms",
+            )
+        )
+    for fair in _list(results.get("fairness")):
+        table += [
+            (
+                f"fairness: sends from B's 202 to B's last ({fair['backend']})",
+                f"{fair['sends_from_b_queued_to_b_last']} (A {fair['bulk']} queued first)",
+                "<= 20",
+            ),
+            (
+                f"fairness: sends between C's OTP 202 and its send ({fair['backend']})",
+                f"{fair['sends_between_c_queued_and_c']}",
+                "<= 1",
+            ),
+        ]
+    for steps in _list(results.get("dispatch_steps")):
+        table.append(
+            (
+                f"dispatch steps: claim, confirm ({steps['backend']})",
+                (
+                    f"{steps['claim_ms']} ms, {steps['confirm_ms']} ms "
+                    f"(bare transaction {steps['bare_ms']} ms)"
+                ),
+                "-",
+            )
+        )
+    return table
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, value, target) rows for the table."""
     table: list[tuple[str, str, str]] = []
@@ -135,31 +177,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 query.get("target", "-"),
             )
         )
-    for latency in _list(results.get("dispatch_latency")):
-        base = latency["baseline"]
-        table.append(
-            (
-                f"dispatch 202 -> provider ({latency['backend']}, {latency['setup']})",
-                (
-                    f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
-                    f"(raw POST p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms)"
-                ),
-                "p50 <= 10 ms, p99 <= 50 ms",
-            )
-        )
-    for fair in _list(results.get("fairness")):
-        table += [
-            (
-                f"fairness: sends from B's 202 to B's last ({fair['backend']})",
-                f"{fair['sends_from_b_queued_to_b_last']} (A {fair['bulk']} queued first)",
-                "<= 20",
-            ),
-            (
-                f"fairness: sends between C's OTP 202 and its send ({fair['backend']})",
-                f"{fair['sends_between_c_queued_and_c']}",
-                "<= 1",
-            ),
-        ]
+    table += _dispatch_rows(results)
     for name, value in results.items():
         if isinstance(value, dict) and "error" in value:
             table.append((name, value["error"], "-"))
@@ -190,6 +208,7 @@ def main() -> None:
         ("query_latency", quick),
         ("dispatch_latency", quick),
         ("fairness", quick),
+        ("dispatch_steps", quick),
     ]
     deadline = time.monotonic() + TIME_LIMIT_SECONDS
     results: dict[str, Any] = {}
