@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from tracker.errors import ConfigurationError
 SENDER_NAME = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
 ENV_PREFIX = "TRACKER_"
 SECRET_FIELDS = ("kimisms_client_secret", "callback_secrets")
+# Webhooks (#15): seconds before each attempt of one delivery, about 3 days in all.
+WEBHOOK_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+WEBHOOK_RETRY_DELAY_MAX_SECONDS = 30 * 86_400  # keeps due times far from datetime's range
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,32 @@ def parse_callback_keys(raw: str) -> tuple[CallbackKey, ...]:
     return tuple(keys)
 
 
+def parse_retry_schedule(value: Any) -> tuple[int, ...]:
+    """Comma-separated whole seconds (or ints): at least one, none negative, non-decreasing."""
+    if isinstance(value, str):
+        value = _whole_seconds(value)
+    delays = tuple(value) if isinstance(value, list | tuple) else ()
+    if not delays or not all(type(delay) is int for delay in delays):  # no bools, no floats
+        raise ValueError("needs at least one delay in whole seconds, e.g. 0,5,300")
+    if not all(0 <= delay <= WEBHOOK_RETRY_DELAY_MAX_SECONDS for delay in delays):
+        raise ValueError(f"each delay must be 0 to {WEBHOOK_RETRY_DELAY_MAX_SECONDS} seconds")
+    if any(later < earlier for earlier, later in itertools.pairwise(delays)):
+        raise ValueError("the delays must not decrease")
+    return delays
+
+
+def _whole_seconds(raw: str) -> tuple[int, ...]:
+    items = [item.strip() for item in raw.split(",")]
+    if items == [""]:
+        return ()
+    if not all(re.fullmatch(r"[0-9]+", item) for item in items):
+        raise ValueError("must be whole seconds separated by commas, e.g. 0,5,300")
+    # A long run of digits is past the maximum anyway, and int() refuses over 4300 of them.
+    digits = [item.lstrip("0") or "0" for item in items]
+    too_long = WEBHOOK_RETRY_DELAY_MAX_SECONDS + 1
+    return tuple(int(item) if len(item) <= 12 else too_long for item in digits)  # noqa: PLR2004
+
+
 class Settings(BaseSettings):
     """The service's configuration. Field ``x`` is read from ``TRACKER_X``."""
 
@@ -144,6 +174,10 @@ class Settings(BaseSettings):
     # Receipts (and events) stored per message from its callback URL; past it only a
     # report that moves the status is stored, so a final report is never lost.
     callback_reports_per_message: int = Field(default=50, ge=1, le=100_000)
+    # Webhooks (#15, not wired yet): see tracker.webhooks.schedule.
+    webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = WEBHOOK_RETRY_SCHEDULE
+    webhook_disable_after_seconds: int = Field(default=5 * 86_400, ge=60)
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +210,11 @@ class Settings(BaseSettings):
                     " (an alphanumeric Sender ID)"
                 )
         return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def check_retry_schedule(cls, value: Any) -> tuple[int, ...]:
+        return parse_retry_schedule(value)
 
     @field_validator("database_url")
     @classmethod
