@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     callback_reports_per_message: int = Field(default=50, ge=1, le=100_000)
     # Webhooks (#15, not wired yet): see tracker.webhooks.schedule.
     webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = WEBHOOK_RETRY_SCHEDULE
-    webhook_disable_after_seconds: int = Field(default=5 * 86_400, ge=60)
+    webhook_disable_after: int = Field(default=5 * 86_400, ge=60)  # in seconds
     webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
 
     @model_validator(mode="before")

@@ -40,7 +40,7 @@ def test_the_webhook_settings_have_the_documented_defaults(make_settings: Settin
         86400,
     )
     assert 3 * DAY < sum(loaded.webhook_retry_schedule) < 4 * DAY
-    assert loaded.webhook_disable_after_seconds == 432_000
+    assert loaded.webhook_disable_after == 432_000
     assert loaded.webhook_timeout_seconds == 15
 
 
@@ -49,11 +49,11 @@ def test_the_webhook_settings_are_read_from_the_environment(
 ) -> None:
     """Comma-separated seconds, spaces allowed; the other two are plain numbers."""
     monkeypatch.setenv("TRACKER_WEBHOOK_RETRY_SCHEDULE", " 0, 1 ,1,60")
-    monkeypatch.setenv("TRACKER_WEBHOOK_DISABLE_AFTER_SECONDS", "3600")
+    monkeypatch.setenv("TRACKER_WEBHOOK_DISABLE_AFTER", "3600")
     monkeypatch.setenv("TRACKER_WEBHOOK_TIMEOUT_SECONDS", "2.5")
     loaded = make_settings()
     assert loaded.webhook_retry_schedule == (0, 1, 1, 60)
-    assert loaded.webhook_disable_after_seconds == 3600
+    assert loaded.webhook_disable_after == 3600
     assert loaded.webhook_timeout_seconds == 2.5
 
 
@@ -85,8 +85,8 @@ def test_a_bad_retry_schedule_names_its_variable(
 @pytest.mark.parametrize(
     ("variable", "raw"),
     [
-        ("TRACKER_WEBHOOK_DISABLE_AFTER_SECONDS", "0"),
-        ("TRACKER_WEBHOOK_DISABLE_AFTER_SECONDS", "five days"),
+        ("TRACKER_WEBHOOK_DISABLE_AFTER", "0"),
+        ("TRACKER_WEBHOOK_DISABLE_AFTER", "five days"),
         ("TRACKER_WEBHOOK_TIMEOUT_SECONDS", "0"),
         ("TRACKER_WEBHOOK_TIMEOUT_SECONDS", "301"),
     ],

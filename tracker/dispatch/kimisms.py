@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email.utils
-import re
 import time
 import uuid
 from http import HTTPStatus
@@ -26,15 +24,13 @@ import httpx
 from tracker import clock, db, errors, logs, metrics
 from tracker.dispatch import token_cache
 from tracker.dispatch.pacing import Pacer
-from tracker.domain import status
+from tracker.domain import retry_after, status
 
 log = logs.get_logger(__name__)
 DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=30)
 MAX_TOKEN_LIFETIME_SECONDS = 366 * 86400  # a bigger expires_in would overflow the date
 RETRY_AFTER_MIN_SECONDS = 1.0
 RETRY_AFTER_MAX_SECONDS = 3600.0
-_DELTA_SECONDS = re.compile(r"[0-9]+")
-_DELTA_DIGITS = len(str(int(RETRY_AFTER_MAX_SECONDS)))
 
 
 class ProviderUnavailable(errors.ProviderError):
@@ -52,33 +48,12 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
     """Retry-After as seconds, clamped to 1 s..1 h; None when absent or unreadable.
 
-    Either delta-seconds (ASCII digits only: ``str.isdigit`` also takes ``²``)
-    or any HTTP-date form. A provider's header must never raise past the client,
-    nor stall sending for longer than the clamp.
+    A provider's header must never raise past the client, nor stall sending for
+    longer than the clamp.
     """
-    if value is None:
-        return None
-    value = value.strip()
-    seconds: float | None
-    if _DELTA_SECONDS.fullmatch(value):
-        digits = value.lstrip("0") or "0"
-        # Long digit runs are beyond the clamp anyway; float() of them could overflow.
-        seconds = float(digits) if len(digits) <= _DELTA_DIGITS else RETRY_AFTER_MAX_SECONDS
-    else:
-        seconds = _seconds_until(value, now)
-    if seconds is None:
-        return None
-    return min(max(seconds, RETRY_AFTER_MIN_SECONDS), RETRY_AFTER_MAX_SECONDS)
-
-
-def _seconds_until(http_date: str, now: dt.datetime) -> float | None:
-    try:
-        when = email.utils.parsedate_to_datetime(http_date)
-        if when.tzinfo is None:  # "-0000" and asctime dates: HTTP dates are UTC
-            when = when.replace(tzinfo=dt.UTC)
-        return (when - now).total_seconds()
-    except (TypeError, ValueError, OverflowError, IndexError):  # garbage: the default pause
-        return None
+    return retry_after.seconds(
+        value, now, minimum=RETRY_AFTER_MIN_SECONDS, maximum=RETRY_AFTER_MAX_SECONDS
+    )
 
 
 def _json(response: httpx.Response) -> Any:

@@ -16,13 +16,12 @@ Pure: no I/O; the random source and the time are passed in.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import math
-import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from tracker import clock
+from tracker.domain import retry_after
 
 if TYPE_CHECKING:
     import random
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 JITTER_FRACTION = 0.1
 RETRY_AFTER_MAX_SECONDS = 86_400.0  # a receiver cannot park its deliveries for longer
 RETRY_AFTER_STATUSES = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE})
-_DELTA_SECONDS = re.compile(r"[0-9]+")
-_DELTA_DIGITS = len(str(int(RETRY_AFTER_MAX_SECONDS)))
 
 
 def next_attempt_delay(
@@ -67,29 +64,11 @@ def jittered(seconds: float, rng: random.Random) -> float:
 def honoured_retry_after(status_code: int, value: str | None, now: dt.datetime) -> float | None:
     """A receiver's Retry-After in seconds, on 429 and 503 only; None otherwise.
 
-    Delta-seconds (ASCII digits only) or an HTTP-date, clamped to 0 s..1 day; an
-    unreadable value is None (the schedule applies) and never raises.
+    Delta-seconds or an HTTP-date, clamped to 0 s..1 day; an unreadable value is
+    None (the schedule applies) and never raises.
     """
-    if status_code not in RETRY_AFTER_STATUSES or value is None:
+    if status_code not in RETRY_AFTER_STATUSES:
         return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        digits = value.lstrip("0") or "0"
-        # A long run of digits is past the clamp anyway, and float() of it could overflow.
-        seconds = float(digits) if len(digits) <= _DELTA_DIGITS else RETRY_AFTER_MAX_SECONDS
-    else:
-        until = _seconds_until(value, now)
-        if until is None:
-            return None
-        seconds = until
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX_SECONDS)
-
-
-def _seconds_until(http_date: str, now: dt.datetime) -> float | None:
-    try:
-        when = email.utils.parsedate_to_datetime(http_date)
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000" and asctime dates: HTTP dates are in UTC
-        when = when.replace(tzinfo=dt.UTC)
-    return (when - clock.require_aware(now)).total_seconds()
+    return retry_after.seconds(
+        value, clock.require_aware(now), minimum=0.0, maximum=RETRY_AFTER_MAX_SECONDS
+    )
