@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # Receipts (and events) stored per message from its callback URL; past it only a
     # report that moves the status is stored, so a final report is never lost.
     callback_reports_per_message: int = Field(default=50, ge=1, le=100_000)
+    # Networks webhooks may reach although private or loopback (e.g. 127.0.0.1/32 in dev).
+    webhook_allowed_networks: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +180,22 @@ class Settings(BaseSettings):
                     " (an alphanumeric Sender ID)"
                 )
         return value
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(item.strip() for item in value.split(",") if item.strip())
+        networks = []
+        for item in value:
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not a network in CIDR form (e.g. 127.0.0.1/32, "
+                    "with no host bits set)"
+                ) from None
+        return tuple(networks)
 
     @field_validator("database_url")
     @classmethod
