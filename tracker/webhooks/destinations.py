@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from dataclasses import dataclass
 import httpx
 
 MAX_URL_LENGTH = 2048
+MAX_PORT = 65535
+# A DNS name in its ASCII form: letter-digit-hyphen labels of 1-63, dot-separated.
+HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
 RESOLVE_TIMEOUT_SECONDS = 5.0
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -193,9 +197,22 @@ def parse_url(url: str) -> tuple[httpx.URL, str, int]:
         raise ValueError("must name a host")
     if parsed.userinfo:
         raise ValueError("must not carry a user name or password")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     # The ASCII (IDNA) form is what resolves and what the Host header carries.
-    return parsed, parsed.raw_host.decode("ascii"), port
+    host = parsed.raw_host.decode("ascii")
+    if not _is_ip_literal(host) and not HOST_NAME.fullmatch(host):
+        raise ValueError("must name a host by a DNS name or an IP address")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if port > MAX_PORT:
+        raise ValueError(f"has a port past {MAX_PORT}")
+    return parsed, host, port
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def system_resolver(host: str, port: int) -> list[Address]:
