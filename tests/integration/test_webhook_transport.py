@@ -31,10 +31,12 @@ class Seen:
     """What the receiver got: (method, path, Host header, body) per request."""
 
     requests: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)  # ends /hang
 
 
 class Receiver(BaseHTTPRequestHandler):
-    """/hook answers 204, /redirect a 302 to /elsewhere, /large a 200 KiB body."""
+    """/hook answers 204, /redirect a 302 to /elsewhere, /large a 200 KiB body; /hang
+    sends its headers and then nothing until the test ends."""
 
     seen: Seen
 
@@ -47,6 +49,12 @@ class Receiver(BaseHTTPRequestHandler):
             self.send_header("location", "/elsewhere")
             self.send_header("content-length", "0")
             self.end_headers()
+        elif self.path == "/hang":
+            self.send_response(HTTPStatus.OK)
+            self.send_header("content-length", "10")
+            self.end_headers()
+            self.wfile.flush()
+            self.seen.release.wait()
         elif self.path == "/large":
             self.send_response(HTTPStatus.OK)
             self.send_header("content-length", str(len(LARGE_BODY)))
@@ -73,6 +81,7 @@ def receiver() -> Iterator[tuple[int, Seen]]:
     try:
         yield server.server_address[1], seen
     finally:
+        seen.release.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -217,6 +226,22 @@ async def test_an_empty_answer_is_not_marked_cut(receiver: tuple[int, Seen]) -> 
             timeout_seconds=TIMEOUT_SECONDS,
         )
     assert (answer.excerpt, answer.bytes_read, answer.truncated) == (b"", 0, False)
+
+
+async def test_an_answer_that_never_completes_is_cut_off_by_the_total_timeout(
+    receiver: tuple[int, Seen],
+) -> None:
+    """The whole attempt is bounded: a body that never comes ends as an httpx timeout."""
+    port, _ = receiver
+    async with transport.build_client(LOOPBACK_8, timeout_seconds=TIMEOUT_SECONDS) as client:
+        with pytest.raises(httpx.TimeoutException, match="no full answer"):
+            await transport.post(
+                client,
+                f"http://127.0.0.1:{port}/hang",
+                content=b"x",
+                headers={},
+                timeout_seconds=0.2,
+            )
 
 
 class Recording(httpcore.AsyncMockBackend):

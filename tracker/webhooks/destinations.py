@@ -243,6 +243,8 @@ async def resolve(
         ) from None
     except OSError as exc:
         raise ValueError(f"the host {host!r} does not resolve ({exc.strerror or exc})") from None
+    except UnicodeError:  # the IDNA codec refuses the name before any lookup
+        raise ValueError(f"the host {host!r} is not a valid DNS name") from None
     return tuple(found)
 
 
