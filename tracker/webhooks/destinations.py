@@ -135,7 +135,7 @@ def refusal(address: Address) -> str | None:
         for inner in embedded_ipv4(address):
             why = _listed(inner) or _by_properties(inner)
             if why:
-                return f"{why}, inside an IPv6 address"
+                return f"{why} IPv4 {inner} inside an IPv6 address"
         if address.ipv4_mapped is not None or address in NAT64_IPV6:
             # A translated address goes where its IPv4 goes; the IPv6 tables list
             # these prefixes as special, which says nothing about the destination.
@@ -159,7 +159,7 @@ def vet(addresses: Sequence[Address], allowed_networks: Sequence[Network]) -> No
         why = refusal(address)
         if why and not is_allowed(address, allowed_networks):
             raise ValueError(
-                f"the host resolves to {address}, a {why} address; webhooks may only go "
+                f"the host resolves to {address} ({why}); webhooks may only go "
                 "to public addresses (or to TRACKER_WEBHOOK_ALLOWED_NETWORKS)"
             )
 
