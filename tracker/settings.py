@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = WEBHOOK_RETRY_SCHEDULE
     webhook_disable_after: int = Field(default=5 * 86_400, ge=60)  # in seconds
     webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Networks webhooks may reach although private or loopback (e.g. 127.0.0.1/32 in dev).
+    webhook_allowed_networks: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -215,6 +219,22 @@ class Settings(BaseSettings):
     @classmethod
     def check_retry_schedule(cls, value: Any) -> tuple[int, ...]:
         return parse_retry_schedule(value)
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(item.strip() for item in value.split(",") if item.strip())
+        networks = []
+        for item in value:
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not a network in CIDR form (e.g. 127.0.0.1/32, "
+                    "with no host bits set)"
+                ) from None
+        return tuple(networks)
 
     @field_validator("database_url")
     @classmethod
