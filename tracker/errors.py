@@ -20,6 +20,18 @@ class ConfigurationError(TrackerError):
     """A setting is missing or invalid; the message names the variable."""
 
 
+WHOLE_BODY = "body"  # the error key for the request as a whole
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """How a field is named in a 400: ``("messages", 3, "to")`` -> ``messages[3].to``;
+    the whole body is ``body``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path or WHOLE_BODY
+
+
 class ValidationFailed(TrackerError):
     """A caller's input broke a rule: field -> list of human-readable messages."""
 

@@ -32,7 +32,7 @@ def problems(data: dict[str, Any]) -> dict[str, list[str]]:
 )
 def test_error_locations_read_like_field_paths(loc: tuple[int | str, ...], path: str) -> None:
     """pydantic's location tuples become messages[3].to."""
-    assert schemas.field_path(loc) == path
+    assert errors.field_path(loc) == path
 
 
 def test_a_minimal_request_gets_the_defaults() -> None:

@@ -199,8 +199,7 @@ def field_errors(exc: ValidationError) -> dict[str, list[str]]:
     """``{"sender_names[1]": ["must be a string"]}``; the whole body is ``body``."""
     found: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False, include_input=False):
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        found.setdefault(path.removeprefix(".") or "body", []).append(_describe(error))
+        found.setdefault(errors.field_path(error["loc"]), []).append(_describe(error))
     return found
 
 

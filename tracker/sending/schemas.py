@@ -36,7 +36,6 @@ Encoding = segments.Encoding
 
 MAX_REFERENCE_CHARS = 128
 MAX_VALID_FOR_SECONDS = 366 * 86_400  # a year: beyond it a validity means nothing here
-BODY = "body"  # the error key for the request as a whole
 DATETIME_EXAMPLE = "2026-01-01T09:00:00+03:00"
 
 
@@ -236,7 +235,7 @@ def _partial_batch(items: list[Any], found: list[ErrorDetails]) -> Batch:
     for error in found:
         loc = error["loc"]
         index = int(loc[1])
-        path = field_path(loc)
+        path = errors.field_path(loc)
         problems.setdefault(index, {}).setdefault(path, []).append(describe(error))
         broken.setdefault(index, set()).add(str(loc[2]) if len(loc) > 2 else WHOLE_ITEM)  # noqa: PLR2004
     requests: list[SendRequest | None] = []
@@ -266,16 +265,8 @@ def field_errors(exc: ValidationError) -> dict[str, list[str]]:
     """pydantic's errors as ``{"messages[3].to": ["must be a string"]}``."""
     found: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False, include_input=False):
-        found.setdefault(field_path(error["loc"]), []).append(describe(error))
+        found.setdefault(errors.field_path(error["loc"]), []).append(describe(error))
     return found
-
-
-def field_path(loc: tuple[int | str, ...]) -> str:
-    """``("messages", 3, "to")`` -> ``messages[3].to``; the whole body is ``body``."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-    return path or BODY
 
 
 _MESSAGES = {
