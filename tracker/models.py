@@ -251,3 +251,102 @@ class ProviderToken(Base):
     access_token: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[dt.datetime]
     obtained_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """Where a client wants its messages' status changes pushed (Standard Webhooks).
+
+    ``secret`` signs every delivery; while a secret rotates, ``previous_secret``
+    signs too until ``previous_secret_until``. Deliveries are made while
+    ``disabled_at`` is None; ``failing_since`` starts at the first failure of an
+    unbroken run of them (TRACKER_WEBHOOK_DISABLE_AFTER counts from it).
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    client: Mapped[str] = mapped_column(String(64), ForeignKey("clients.name"))
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(255))
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_until: Mapped[dt.datetime | None]
+    disabled_at: Mapped[dt.datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    failing_since: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_webhook_endpoints_client", "client"),)
+
+
+class WebhookSubscription(Base):
+    """One event type an endpoint receives (webhooks.events.MESSAGE_EVENTS)."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the webhooks' outbox row and its progress.
+
+    A trigger on ``message_events`` writes one per subscribed endpoint in the very
+    transaction of the status change (migration 0004), so no change lacks its
+    delivery whichever code path made it. ``data`` is the message's columns at that
+    moment (without its body) with ``previous_status``; ``sequence`` is the event's
+    id, which only grows. ``event_id`` is the ``webhook-id``: the same on every
+    attempt, and for one event the same at every endpoint.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[str] = mapped_column(String(80))
+    event_type: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    occurred_at: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(16))  # pending, succeeded, failed
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    next_attempt_at: Mapped[dt.datetime | None]  # while pending
+    lease_until: Mapped[dt.datetime | None]  # while an attempt is under way
+    last_attempt_at: Mapped[dt.datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "status", "id"),
+        Index("ix_webhook_deliveries_message_id", "message_id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: when, what came back, how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+    )
+    attempted_at: Mapped[dt.datetime]
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    latency_ms: Mapped[float] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)  # the first 1 KiB
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery_id", "delivery_id", "id"),)

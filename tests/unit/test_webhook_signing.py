@@ -141,3 +141,12 @@ def test_signing_refuses_no_secret_an_id_with_a_full_stop_and_a_naive_time() -> 
         signing.sign([secret], "msg_a.b", now, BODY)
     with pytest.raises(ValueError, match="naive"):
         signing.sign([secret], "msg_a", now.replace(tzinfo=None), BODY)
+
+
+def test_a_previous_secret_signs_only_in_its_grace_period() -> None:
+    """During rotation both secrets sign; once the grace period ends only the new one does."""
+    now = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
+    later = now + dt.timedelta(hours=1)
+    assert signing.active_secrets("new", None, None, now) == ["new"]
+    assert signing.active_secrets("new", "old", later, now) == ["new", "old"]
+    assert signing.active_secrets("new", "old", later, later) == ["new"]

@@ -72,6 +72,17 @@ def new_message_id() -> str:
     return message_id(ids.uuid7())
 
 
+def active_secrets(
+    secret: str, previous_secret: str | None, previous_until: dt.datetime | None, now: dt.datetime
+) -> list[str]:
+    """The secrets that sign now: the current one, and the previous one in its grace period."""
+    if previous_secret is None or previous_until is None:
+        return [secret]
+    if clock.require_aware(now) >= clock.require_aware(previous_until):
+        return [secret]
+    return [secret, previous_secret]
+
+
 def unix_seconds(timestamp: dt.datetime) -> int:
     """The integer Unix seconds of an aware time, as ``webhook-timestamp`` carries them."""
     return math.floor(clock.require_aware(timestamp).timestamp())
