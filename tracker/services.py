@@ -23,6 +23,8 @@ class Services:
     provider_http: httpx.AsyncClient
     # Rung by the send API after a commit; the in-process dispatcher waits on it.
     doorbell: wakeup.Doorbell = field(default_factory=wakeup.Doorbell)
+    # Rung after a commit that queued webhook deliveries; the in-process deliverer waits on it.
+    webhook_doorbell: wakeup.Doorbell = field(default_factory=wakeup.Doorbell)
 
 
 def services_of(request: Request) -> Services:

@@ -27,6 +27,9 @@ from tracker import db, logs
 
 log = logs.get_logger(__name__)
 CHANNEL = "tracker_due"
+# Webhook deliveries to make: the trigger of migration 0004 notifies it, and so
+# does whatever else queues a delivery (a retry, a recovery, a test event).
+WEBHOOKS_CHANNEL = "tracker_webhooks"
 APPLICATION_NAME = "tracker-wakeup"  # how the listener's session shows in pg_stat_activity
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
@@ -71,9 +74,15 @@ async def notify_if_due(session: AsyncSession, rows: Iterable[Mapping[str, Any]]
     """Inside the intake transaction: NOTIFY the dispatcher's process, at commit (PostgreSQL).
 
     SQLite has no such channel; there the dispatcher runs inside ``serve``."""
+    if due_now(rows):
+        await notify(session, CHANNEL)
+
+
+async def notify(session: AsyncSession, channel: str) -> None:
+    """Inside a transaction: NOTIFY ``channel`` at commit (PostgreSQL; nothing on SQLite)."""
     connection = await session.connection()
-    if connection.dialect.name == "postgresql" and due_now(rows):
-        await session.execute(_NOTIFY, {"channel": CHANNEL})
+    if connection.dialect.name == "postgresql":
+        await session.execute(_NOTIFY, {"channel": channel})
 
 
 def dsn_of(database: db.Database) -> str:
@@ -83,10 +92,18 @@ def dsn_of(database: db.Database) -> str:
 
 
 class Listener:
-    """LISTEN on ``CHANNEL`` on a connection of its own; every NOTIFY rings the doorbell."""
+    """LISTEN on ``channel`` on a connection of its own; every NOTIFY rings the doorbell."""
 
-    def __init__(self, dsn: str, doorbell: Doorbell, *, timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        doorbell: Doorbell,
+        *,
+        timeout_seconds: float = 5.0,
+        channel: str = CHANNEL,
+    ) -> None:
         self._dsn = dsn
+        self._channel = channel
         self._doorbell = doorbell
         self._timeout = timeout_seconds
         self.listening = asyncio.Event()  # set while LISTEN is in place (tests wait for it)
@@ -122,7 +139,7 @@ class Listener:
         closed = asyncio.Event()
         connection.add_termination_listener(lambda _connection: closed.set())
         try:
-            await connection.add_listener(CHANNEL, self._notified)
+            await connection.add_listener(self._channel, self._notified)
             self.listening.set()
             if restored:
                 log.info("wakeup_listener_restored")
