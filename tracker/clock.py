@@ -26,6 +26,23 @@ def require_aware(value: dt.datetime) -> dt.datetime:
 
 
 @overload
+def to_utc(value: dt.datetime) -> dt.datetime: ...
+@overload
+def to_utc(value: dt.datetime | None) -> dt.datetime | None: ...
+def to_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """An aware time from a caller moved to UTC (None stays None); ValueError if out of range.
+
+    A time near year 1 or 9999 with an offset has no UTC form: that is the caller's
+    mistake, so it is a ValueError (a 400), not an OverflowError (a 500)."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+@overload
 def restore_utc(value: dt.datetime | str) -> dt.datetime: ...
 @overload
 def restore_utc(value: dt.datetime | str | None) -> dt.datetime | None: ...

@@ -60,15 +60,6 @@ def _text(value: str | None) -> str | None:
     return value
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        return value.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError("is out of range") from None
-
-
 class ListParams(BaseModel):
     """The query string of ``GET /v1/messages``; every filter is ANDed."""
 
@@ -104,7 +95,7 @@ class ListParams(BaseModel):
     @field_validator("created_after", "created_before")
     @classmethod
     def to_utc(cls, value: dt.datetime | None) -> dt.datetime | None:
-        return _utc(value)
+        return clock.to_utc(value)
 
     @field_validator("to", "reference", "sender_name", "client", "provider_message_id", "cursor")
     @classmethod

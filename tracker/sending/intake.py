@@ -138,8 +138,7 @@ class Intake:
         self, request: schemas.SendRequest, problems: Problems
     ) -> tuple[dt.datetime | None, dt.datetime | None]:
         """(send_at, expires_at) in UTC; validity counts from send_at when there is one."""
-        send_at = _utc(request.send_at)
-        expires_at = _utc(request.expires_at)
+        send_at, expires_at = request.send_at, request.expires_at  # UTC already (schemas)
         if send_at is not None and send_at <= self.now:
             problems["send_at"] = ["must be in the future"]
         if expires_at is not None and expires_at <= self.now:
@@ -175,10 +174,6 @@ def allowed_senders(
     if chosen is not None and chosen in allowed:
         return allowed, chosen
     return allowed, allowed[0] if allowed else None  # the setting's first, without a list
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.astimezone(dt.UTC)
 
 
 def _segmentation(text: str, max_segments: int, problems: Problems) -> segments.Segmentation | None:

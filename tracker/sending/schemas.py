@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from tracker import errors
+from tracker import clock, errors
 from tracker.domain import segments, status
 
 # The models have fields named ``status`` and ``segments``, which shadow the modules.
@@ -61,8 +61,8 @@ def _is_number(text: str) -> bool:
 def _in_utc(value: dt.datetime) -> dt.datetime:
     """Stored in UTC; an offset that pushes the instant past year 1..9999 is refused."""
     try:
-        return value.astimezone(dt.UTC)
-    except OverflowError:
+        return clock.to_utc(value)
+    except ValueError:
         raise PydanticCustomError("date_time_range", "is out of range once in UTC") from None
 
 
