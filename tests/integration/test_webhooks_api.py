@@ -13,15 +13,13 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from tests.conftest import SettingsFactory, running
+from tests.integration import webhook_support as support
 from tests.integration.send_support import Headers, bearer
 from tracker import clock, db, models
 from tracker.app import create_app
-from tracker.services import Services
 from tracker.settings import Settings
 from tracker.webhooks import events, signing
 
-GRACE_SECONDS = 3600
-HOOK = "http://127.0.0.1:9/hooks/sms"  # loopback, allowed by the settings below
 ENDPOINT_FIELDS = {
     "id", "client", "url", "events", "description", "enabled", "disabled_at",
     "disabled_reason", "failing_since", "previous_secret_until", "created_at", "updated_at",
@@ -33,7 +31,7 @@ def settings(make_settings: SettingsFactory, database_url: str) -> Settings:
     return make_settings(
         database_url=database_url,
         webhook_allowed_networks="127.0.0.1/32",
-        webhook_secret_grace_seconds=GRACE_SECONDS,
+        webhook_secret_grace_seconds=support.GRACE_SECONDS,
         max_body_bytes=4096,
     )
 
@@ -64,75 +62,6 @@ async def admin(make_key: Callable[..., Any]) -> Headers:
     return bearer(await make_key("ops", "admin"))
 
 
-async def create(http: httpx.AsyncClient, headers: Headers, **body: Any) -> dict[str, Any]:
-    """POST /v1/webhooks to HOOK with ``body``, which must be created."""
-    response = await http.post("/v1/webhooks", json={"url": HOOK, **body}, headers=headers)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-async def add_delivery(
-    database: db.Database,
-    endpoint_id: str,
-    status: str,
-    *,
-    created_at: dt.datetime | None = None,
-    attempts: int = 0,
-) -> int:
-    """A delivery row of ``status`` with ``attempts`` recorded attempts (as the deliverer
-    leaves them), written straight to the table."""
-    now = created_at or clock.utcnow()
-    async with database.write() as session:
-        delivery = models.WebhookDelivery(
-            endpoint_id=uuid.UUID(endpoint_id),
-            event_id=signing.new_message_id(),
-            event_type="message.delivered",
-            data={"status": "delivered"},
-            occurred_at=now,
-            status=status,
-            attempts=attempts,
-            next_attempt_at=now if status == "pending" else None,
-            last_status_code=None if status == "pending" else 500,
-            last_error=None if status == "pending" else "HTTP 500",
-            completed_at=None if status == "pending" else now,
-            created_at=now,
-        )
-        session.add(delivery)
-        await session.flush()
-        for number in range(attempts):
-            session.add(
-                models.WebhookAttempt(
-                    delivery_id=delivery.id,
-                    attempted_at=now + dt.timedelta(seconds=number),
-                    status_code=500,
-                    latency_ms=12.5,
-                    error="HTTP 500",
-                    response_excerpt="oops",
-                )
-            )
-    return delivery.id
-
-
-async def delivery_row(database: db.Database, delivery_id: int) -> models.WebhookDelivery:
-    async with database.read() as session:
-        found = await session.get(models.WebhookDelivery, delivery_id)
-        assert found is not None
-        return found
-
-
-async def endpoint_row(database: db.Database, endpoint_id: str) -> models.WebhookEndpoint:
-    async with database.read() as session:
-        found = await session.get(models.WebhookEndpoint, uuid.UUID(endpoint_id))
-        assert found is not None
-        return found
-
-
-def doorbell_of(app: Starlette) -> Any:
-    services: Services = app.state.services
-    return services.webhook_doorbell
-
-
 # --- create, show, list ------------------------------------------------------
 
 
@@ -140,10 +69,10 @@ async def test_create_answers_the_endpoint_with_its_secret_once(
     client: httpx.AsyncClient, app_key: Headers
 ) -> None:
     """201 with every field and a whsec_ secret; GET and the list never show the secret."""
-    created = await create(client, app_key, description="billing hooks")
+    created = await support.create(client, app_key, description="billing hooks")
     assert set(created) == ENDPOINT_FIELDS | {"secret"}
     assert created["client"] == "app"
-    assert created["url"] == HOOK
+    assert created["url"] == support.HOOK
     assert created["events"] == list(events.MESSAGE_EVENTS)
     assert created["enabled"] is True
     assert created["description"] == "billing hooks"
@@ -163,7 +92,7 @@ async def test_a_subset_of_events_is_kept_in_declared_order(
     client: httpx.AsyncClient, app_key: Headers
 ) -> None:
     """Subscribed events come back once each, in the order events.MESSAGE_EVENTS declares."""
-    created = await create(
+    created = await support.create(
         client, app_key, events=["message.failed", "message.delivered", "message.failed"]
     )
     assert created["events"] == ["message.delivered", "message.failed"]
@@ -183,7 +112,7 @@ async def test_a_bad_subscription_is_a_400_naming_events(
 ) -> None:
     """Unknown, unsubscribable, empty or non-list events: 400 on ``events``, nothing stored."""
     response = await client.post(
-        "/v1/webhooks", json={"url": HOOK, "events": events_value}, headers=app_key
+        "/v1/webhooks", json={"url": support.HOOK, "events": events_value}, headers=app_key
     )
     assert response.status_code == 400, response.text
     assert words in " ".join(response.json()["errors"]["events"])
@@ -195,8 +124,8 @@ async def test_a_bad_subscription_is_a_400_naming_events(
     ("body", "field"),
     [
         ({}, "url"),
-        ({"url": HOOK, "description": "x" * 256}, "description"),
-        ({"url": HOOK, "colour": "red"}, "colour"),
+        ({"url": support.HOOK, "description": "x" * 256}, "description"),
+        ({"url": support.HOOK, "colour": "red"}, "colour"),
         ({"url": "http://127.0.0.1/\x00"}, "url"),
         ({"url": 5}, "url"),
     ],
@@ -243,7 +172,7 @@ async def test_an_allowed_network_opens_plain_http_to_loopback_only(
     client: httpx.AsyncClient, app_key: Headers
 ) -> None:
     """127.0.0.1/32 allowed: http to it is taken; another loopback address stays refused."""
-    assert (await create(client, app_key))["url"] == HOOK
+    assert (await support.create(client, app_key))["url"] == support.HOOK
     refused = await client.post(
         "/v1/webhooks", json={"url": "http://127.0.0.2/hook"}, headers=app_key
     )
@@ -256,15 +185,15 @@ async def test_only_admin_keys_create_for_another_client(
 ) -> None:
     """A key naming another client is 403; admin may name any existing client, not a new one."""
     refused = await client.post(
-        "/v1/webhooks", json={"url": HOOK, "client": "other"}, headers=app_key
+        "/v1/webhooks", json={"url": support.HOOK, "client": "other"}, headers=app_key
     )
     assert refused.status_code == 403, refused.text
-    own = await create(client, app_key, client="app")
+    own = await support.create(client, app_key, client="app")
     assert own["client"] == "app"
-    for_other = await create(client, admin, client="other")
+    for_other = await support.create(client, admin, client="other")
     assert for_other["client"] == "other"
     unknown = await client.post(
-        "/v1/webhooks", json={"url": HOOK, "client": "nobody"}, headers=admin
+        "/v1/webhooks", json={"url": support.HOOK, "client": "nobody"}, headers=admin
     )
     assert unknown.status_code == 400
     assert "nobody" in unknown.json()["errors"]["client"][0]
@@ -276,8 +205,8 @@ async def test_admin_lists_every_client_or_one_and_others_only_their_own(
     client: httpx.AsyncClient, app_key: Headers, other_key: Headers, admin: Headers
 ) -> None:
     """Admin: all, or ?client=; a key asking for another client's list is 403."""
-    mine = await create(client, app_key)
-    theirs = await create(client, other_key)
+    mine = await support.create(client, app_key)
+    theirs = await support.create(client, other_key)
     every = await client.get("/v1/webhooks", headers=admin)
     assert {w["id"] for w in every.json()["webhooks"]} == {mine["id"], theirs["id"]}
     one = await client.get("/v1/webhooks", params={"client": "other"}, headers=admin)
@@ -291,7 +220,7 @@ async def test_a_read_only_key_lists_but_cannot_create(
 ) -> None:
     """POST needs the send scope (403); GET needs only read."""
     reader = bearer(await make_key("reader", "read"))
-    refused = await client.post("/v1/webhooks", json={"url": HOOK}, headers=reader)
+    refused = await client.post("/v1/webhooks", json={"url": support.HOOK}, headers=reader)
     assert refused.status_code == 403
     assert "'send'" in refused.json()["detail"]
     assert (await client.get("/v1/webhooks", headers=reader)).status_code == 200
@@ -305,7 +234,7 @@ async def test_another_clients_endpoint_is_not_found_on_every_route(
     client: httpx.AsyncClient, app_key: Headers, other_key: Headers
 ) -> None:
     """Every route answers 404 for another client's endpoint, as for one that never was."""
-    theirs = (await create(client, other_key))["id"]
+    theirs = (await support.create(client, other_key))["id"]
     base = f"/v1/webhooks/{theirs}"
     since = {"since": "2026-01-01T00:00:00Z"}
     answers = [
@@ -358,17 +287,17 @@ async def test_patch_changes_the_fields_given_and_vets_a_new_url(
     client: httpx.AsyncClient, app_key: Headers
 ) -> None:
     """events and url change, description null clears; a refused url is 400 and no change."""
-    created = await create(client, app_key, description="first")
+    created = await support.create(client, app_key, description="first")
     base = f"/v1/webhooks/{created['id']}"
     changed = await client.patch(
         base,
-        json={"events": ["message.failed"], "url": HOOK + "/v2", "description": None},
+        json={"events": ["message.failed"], "url": support.HOOK + "/v2", "description": None},
         headers=app_key,
     )
     assert changed.status_code == 200, changed.text
     body = changed.json()
     assert (body["events"], body["url"], body["description"]) == (
-        ["message.failed"], HOOK + "/v2", None,
+        ["message.failed"], support.HOOK + "/v2", None,
     )  # fmt: skip
     assert "secret" not in body
     refused = await client.patch(base, json={"url": "https://10.1.2.3/"}, headers=app_key)
@@ -378,7 +307,7 @@ async def test_patch_changes_the_fields_given_and_vets_a_new_url(
         answer = await client.patch(base, json=bad, headers=app_key)
         assert answer.status_code == 400, (bad, answer.text)
         assert set(answer.json()["errors"]) == set(bad)
-    assert (await client.get(base, headers=app_key)).json()["url"] == HOOK + "/v2"
+    assert (await client.get(base, headers=app_key)).json()["url"] == support.HOOK + "/v2"
 
 
 async def test_disabling_fails_the_backlog_and_enabling_clears_the_failure_state(
@@ -386,14 +315,14 @@ async def test_disabling_fails_the_backlog_and_enabling_clears_the_failure_state
 ) -> None:
     """enabled false: disabled_at and reason set, pending deliveries failed as the trigger
     fails a disabled endpoint's; enabled true clears disabled_at, reason and failing_since."""
-    created = await create(client, app_key)
+    created = await support.create(client, app_key)
     base = f"/v1/webhooks/{created['id']}"
-    pending = await add_delivery(database, created["id"], "pending")
+    pending = await support.add_delivery(database, created["id"], "pending")
     disabled = (await client.patch(base, json={"enabled": False}, headers=app_key)).json()
     assert disabled["enabled"] is False
     assert disabled["disabled_at"] is not None
     assert disabled["disabled_reason"] == "disabled by request"
-    row = await delivery_row(database, pending)
+    row = await support.delivery_row(database, pending)
     assert (row.status, row.last_error, row.next_attempt_at) == (
         "failed", "endpoint disabled", None,
     )  # fmt: skip
@@ -412,8 +341,8 @@ async def test_delete_removes_the_endpoint_and_its_deliveries(
     client: httpx.AsyncClient, app_key: Headers, database: db.Database
 ) -> None:
     """204; then 404, and its deliveries and attempts are gone with it (cascade)."""
-    created = await create(client, app_key)
-    await add_delivery(database, created["id"], "failed", attempts=2)
+    created = await support.create(client, app_key)
+    await support.add_delivery(database, created["id"], "failed", attempts=2)
     deleted = await client.delete(f"/v1/webhooks/{created['id']}", headers=app_key)
     assert deleted.status_code == 204
     assert deleted.content == b""
@@ -431,19 +360,20 @@ async def test_rotation_returns_a_new_secret_and_both_sign_through_the_grace(
     client: httpx.AsyncClient, app_key: Headers, database: db.Database
 ) -> None:
     """200 with a new secret; the old one is kept until now + grace, so two v1 signatures."""
-    created = await create(client, app_key)
+    created = await support.create(client, app_key)
     before = clock.utcnow()
     rotated = await client.post(f"/v1/webhooks/{created['id']}/rotate-secret", headers=app_key)
+    after = clock.utcnow()
     assert rotated.status_code == 200, rotated.text
     body = rotated.json()
     assert body["secret"] != created["secret"]
     assert body["secret"].startswith("whsec_")
-    row = await endpoint_row(database, created["id"])
+    row = await support.endpoint_row(database, created["id"])
     assert row.secret == body["secret"]
     assert row.previous_secret == created["secret"]
     assert row.previous_secret_until is not None
-    grace = row.previous_secret_until - before
-    assert dt.timedelta(seconds=GRACE_SECONDS) <= grace < dt.timedelta(seconds=GRACE_SECONDS + 60)
+    grace = dt.timedelta(seconds=support.GRACE_SECONDS)
+    assert before + grace <= row.previous_secret_until <= after + grace
     assert dt.datetime.fromisoformat(body["previous_secret_until"]) == row.previous_secret_until
     signing_now = signing.active_secrets(
         row.secret, row.previous_secret, row.previous_secret_until, clock.utcnow()
