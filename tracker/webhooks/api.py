@@ -17,7 +17,6 @@ from typing import TypeVar
 
 import pydantic_core
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -136,23 +135,11 @@ async def update_endpoint(request: Request) -> Response:
     url = None if given.url is None else await schemas.check_url(given.url, services.settings)
     changes = schemas.changes_of(given, url)
     async with services.database.write() as session:
-        changed = await apply_changes(session, endpoint_id, changes, _own_client(principal))
+        changed = await recovery.change_endpoint(
+            session, endpoint_id, changes, client=_own_client(principal)
+        )
     log.info("webhook_endpoint_updated", endpoint_id=str(endpoint_id), fields=sorted(data))
     return _json(HTTPStatus.OK, schemas.endpoint_out(changed))
-
-
-async def apply_changes(
-    session: AsyncSession, endpoint_id: uuid.UUID, changes: endpoints.Changes, client: str | None
-) -> endpoints.Endpoint:
-    """Change the endpoint; disabling fails its pending deliveries (recover brings them back)."""
-    now = clock.utcnow()
-    current = await endpoints.get(session, endpoint_id, client=client, for_update=True)
-    if current is None:
-        raise _not_found(endpoint_id)
-    changed = await endpoints.change(session, current, changes, now)
-    if current.enabled and not changed.enabled:
-        await recovery.fail_pending(session, endpoint_id, now)
-    return changed
 
 
 async def delete_endpoint(request: Request) -> Response:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import errors, models, wakeup
+from tracker import clock, errors, models, wakeup
 from tracker.webhooks import endpoints, events, signing
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
@@ -221,6 +221,24 @@ async def queue_test(
     await session.flush()
     await wakeup.notify(session, wakeup.WEBHOOKS_CHANNEL)
     return delivery
+
+
+async def change_endpoint(
+    session: AsyncSession,
+    endpoint_id: uuid.UUID,
+    changes: endpoints.Changes,
+    *,
+    client: str | None = None,
+) -> endpoints.Endpoint:
+    """Change the endpoint (404 if not ``client``'s); disabling fails its backlog."""
+    now = clock.utcnow()
+    current = await endpoints.get(session, endpoint_id, client=client, for_update=True)
+    if current is None:
+        raise errors.NotFound(f"no webhook endpoint {endpoint_id}")
+    changed = await endpoints.change(session, current, changes, now)
+    if current.enabled and not changed.enabled:
+        await fail_pending(session, endpoint_id, now)
+    return changed
 
 
 async def fail_pending(session: AsyncSession, endpoint_id: uuid.UUID, now: dt.datetime) -> int:
