@@ -147,6 +147,7 @@ async def test_a_bad_body_is_a_400_naming_the_field(
         ("https://10.0.0.1/hook", "private"),
         ("https://169.254.169.254/latest/meta-data", "link-local"),
         ("https://[::ffff:127.0.0.1]/hook", "IPv4-mapped"),
+        ("https://localhost/hook", "loopback"),
         ("http://93.184.215.14/hook", "must use https"),
         ("ftp://93.184.215.14/hook", "http(s)"),
         ("https://user:pw@93.184.215.14/hook", "user name or password"),
