@@ -103,33 +103,16 @@ def create_app(
             committed=webhook_doorbell.ring,
         )
         async with provider_client(settings, provider_transport) as http:
-            services = Services(
-                settings=settings,
-                database=database,
-                provider_http=http,
-                webhook_doorbell=webhook_doorbell,
-            )
+            services = Services(settings, database, http, webhook_doorbell=webhook_doorbell)
             app.state.services = services
             app.state.ingester = ingester
             await ingester.start()
+            bells = {"doorbell": services.doorbell, "webhook_doorbell": webhook_doorbell}
             sender = (
-                dispatcher.create(
-                    settings,
-                    database,
-                    http,
-                    doorbell=services.doorbell,
-                    webhook_doorbell=webhook_doorbell,
-                )
-                if run_dispatcher
-                else None
+                dispatcher.create(settings, database, http, **bells) if run_dispatcher else None
             )
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
-            hooks = (
-                deliverer.Deliverer(settings, database, doorbell=webhook_doorbell)
-                if run_deliverer
-                else None
-            )
-            hooks_task = asyncio.create_task(hooks.run(), name="webhooks") if hooks else None
+            hooks = deliverer.start(settings, database, webhook_doorbell) if run_deliverer else None
             refresher = gauges.GaugeRefresher(database, settings)
             gauges_task = asyncio.create_task(refresher.run(), name="metrics-gauges")
 
@@ -145,9 +128,8 @@ def create_app(
                 refresher.stop()
                 await gauges_task
                 await stop_dispatcher()
-                if hooks and hooks_task:
-                    hooks.stop()
-                    await hooks_task
+                if hooks is not None:
+                    await hooks.close()
                 await ingester.stop()
                 await database.dispose()
 

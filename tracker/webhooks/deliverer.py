@@ -71,6 +71,7 @@ class Deliverer:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._busy: collections.Counter[uuid.UUID] = collections.Counter()
         self._outcomes: asyncio.Queue[_Recording | None] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None  # when ``start`` runs it
         self.listener = (
             None  # SQLite has no NOTIFY: there the deliverer runs in `serve`, rung in-process
             if database.is_sqlite
@@ -84,6 +85,12 @@ class Deliverer:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    async def close(self) -> None:
+        """Stop the task ``start`` made, and wait for it."""
+        self.stop()
+        if self.task is not None:
+            await self.task
 
     async def run(self) -> None:
         """Deliver until ``stop()``; then let attempts in flight finish (briefly) and close."""
@@ -312,6 +319,13 @@ class Deliverer:
             except Exception as exc:  # the gauges keep their last values; retried
                 log.warning("webhook_gauges_unavailable", error=type(exc).__name__)
             await self._pause(GAUGES_SECONDS)
+
+
+def start(settings: Settings, database: db.Database, doorbell: wakeup.Doorbell) -> Deliverer:
+    """A deliverer running as a task (``serve``'s lifespan); ``close()`` it at the end."""
+    hooks = Deliverer(settings, database, doorbell=doorbell)
+    hooks.task = asyncio.create_task(hooks.run(), name="webhook-deliverer")
+    return hooks
 
 
 class _Recording:

@@ -25,6 +25,10 @@ D = models.WebhookDelivery
 E = models.WebhookEndpoint
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 ENDPOINT_DISABLED = "endpoint disabled"  # the trigger's words too (migration 0004)
+CLAIMED_COLUMNS = (
+    D.id, D.endpoint_id, D.event_id, D.event_type, D.message_id, D.sequence, D.data,
+    D.occurred_at, D.attempts, D.next_attempt_at,
+)  # fmt: skip
 SCAN_FACTOR = 4  # candidates locked per wanted row, so busy endpoints' rows leave room
 
 
@@ -101,18 +105,7 @@ def _claim_statement(
         sa.update(D)
         .where(D.id.in_(chosen))
         .values(lease_until=lease_until)
-        .returning(
-            D.id,
-            D.endpoint_id,
-            D.event_id,
-            D.event_type,
-            D.message_id,
-            D.sequence,
-            D.data,
-            D.occurred_at,
-            D.attempts,
-            D.next_attempt_at,
-        )
+        .returning(*CLAIMED_COLUMNS)
     )
 
 
