@@ -204,3 +204,13 @@ async def endpoint(database: db.Database, endpoint_id: uuid.UUID) -> models.Webh
         found = await session.get(models.WebhookEndpoint, endpoint_id)
     assert found is not None
     return found
+
+
+async def pending_deliveries(database: db.Database) -> list[models.WebhookDelivery]:
+    async with database.read() as session:
+        found = await session.scalars(
+            sa.select(models.WebhookDelivery)
+            .where(models.WebhookDelivery.status == "pending")
+            .order_by(models.WebhookDelivery.id)
+        )
+        return list(found)

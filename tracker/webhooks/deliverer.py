@@ -38,7 +38,7 @@ FALLBACK_POLL_SECONDS = 2.0  # a retry due in another process, a lost NOTIFY, a 
 FAILED_CYCLE_PAUSE_SECONDS = 1.0
 RETRY_WAKE_LAG_SECONDS = 0.01  # past the due time, so the claim's `<= now` sees it due
 RECORD_BATCH = 500  # outcomes per transaction at most
-LEASE_MARGIN_SECONDS = 30.0  # beyond two attempt timeouts: waiting to be recorded included
+LEASE_MARGIN_SECONDS = 5.0  # beyond two attempt timeouts: waiting to be recorded included
 DRAIN_SECONDS = 5.0  # at shutdown, how long attempts in flight may still take
 GAUGES_SECONDS = 10.0
 EXCERPT_CHARACTERS = transport.KEPT_RESPONSE_BYTES
