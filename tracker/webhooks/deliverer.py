@@ -31,7 +31,7 @@ import httpx
 
 from tracker import clock, db, logs, metrics, wakeup
 from tracker.settings import Settings
-from tracker.webhooks import deliveries, payloads, schedule, signing, transport
+from tracker.webhooks import clients, deliveries, payloads, schedule, signing, transport
 
 log = logs.get_logger(__name__)
 FALLBACK_POLL_SECONDS = 2.0  # a retry due in another process, a lost NOTIFY, a lease run out
@@ -41,6 +41,7 @@ RECORD_BATCH = 500  # outcomes per transaction at most
 LEASE_MARGIN_SECONDS = 5.0  # beyond two attempt timeouts: waiting to be recorded included
 DRAIN_SECONDS = 5.0  # at shutdown, how long attempts in flight may still take
 GAUGES_SECONDS = 10.0
+CLAIM_INTERVAL_SECONDS = 0.01  # between claims while attempts are in flight
 EXCERPT_CHARACTERS = transport.KEPT_RESPONSE_BYTES
 
 
@@ -61,10 +62,8 @@ class Deliverer:
         self.doorbell = doorbell or wakeup.Doorbell()
         self.stopping = asyncio.Event()
         self.rng = rng or random.Random()
-        self._own_http = http is None
-        self._http = http or transport.build_client(
-            settings.webhook_allowed_networks, timeout_seconds=settings.webhook_timeout_seconds
-        )
+        self._http = http  # injected (tests): one client for every endpoint
+        self._clients = clients.Clients(settings)
         self._lease = dt.timedelta(
             seconds=2 * settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
         )
@@ -114,8 +113,7 @@ class Deliverer:
             for helper in helpers[1:]:
                 helper.cancel()
             await asyncio.gather(*helpers[1:], return_exceptions=True)
-            if self._own_http:
-                await self._http.aclose()
+            await self._clients.close()
             log.info("webhook_deliverer_stopped")
 
     async def _cycle(self) -> None:
@@ -128,6 +126,11 @@ class Deliverer:
             self._start(delivery)
         if len(claimed) < free or free <= 0:
             await self.doorbell.wait(FALLBACK_POLL_SECONDS, self.stopping)
+            if self._in_flight:
+                # Busy: let more attempts end (and events come) so that one claim
+                # takes them all; a claim per ended attempt would hold the write lock
+                # as often as the callbacks need it.
+                await self._pause(CLAIM_INTERVAL_SECONDS)
 
     async def _claim(self, limit: int) -> list[deliveries.Claimed]:
         now = clock.utcnow()
@@ -195,7 +198,7 @@ class Deliverer:
             )
             headers = signing.headers(claimed.event_id, now, content, claimed.secrets)
             answer = await transport.post(
-                self._http,
+                self._http or self._clients.get(claimed.endpoint_id),
                 claimed.url,
                 content=content,
                 headers=headers,

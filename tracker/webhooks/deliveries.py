@@ -106,6 +106,7 @@ def _claim_statement(
         .where(D.id.in_(chosen))
         .values(lease_until=lease_until)
         .returning(*CLAIMED_COLUMNS)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -176,13 +177,24 @@ async def record(
     """
     attempts: list[dict[str, Any]] = []
     disabled: list[tuple[uuid.UUID, str]] = []
+    working: set[uuid.UUID] = set()
     for outcome in outcomes:
         if not await _settle(session, outcome, now):
             continue
         attempts.append(_attempt_row(outcome))
-        reason = await _mark_endpoint(session, outcome, now, disable_after)
+        if outcome.succeeded:
+            working.add(outcome.claimed.endpoint_id)
+            continue
+        working.discard(outcome.claimed.endpoint_id)
+        reason = await _failing(session, outcome, now, disable_after)
         if reason is not None and await disable(session, outcome.claimed.endpoint_id, reason, now):
             disabled.append((outcome.claimed.endpoint_id, reason))
+    if working:  # once a batch: a success ends its endpoint's failing run
+        await session.execute(
+            sa.update(E)
+            .where(E.id.in_(working), E.failing_since.is_not(None))
+            .values(failing_since=None)
+        )
     if attempts:
         await session.execute(sa.insert(models.WebhookAttempt), attempts)
     return disabled
@@ -218,22 +230,16 @@ async def _settle(session: AsyncSession, outcome: Outcome, now: dt.datetime) -> 
         sa.update(D)
         .where(D.id == claimed.id, D.status == PENDING, D.lease_until == claimed.lease_until)
         .values(**values)
+        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def _mark_endpoint(
+async def _failing(
     session: AsyncSession, outcome: Outcome, now: dt.datetime, disable_after: float
 ) -> str | None:
-    """Start or end the endpoint's failing run; the reason to disable it, if it must be."""
+    """Start (or go on with) the endpoint's failing run; the reason to disable it, if any."""
     endpoint = outcome.claimed.endpoint_id
-    if outcome.succeeded:
-        await session.execute(
-            sa.update(E)
-            .where(E.id == endpoint, E.failing_since.is_not(None))
-            .values(failing_since=None)
-        )
-        return None
     if outcome.gone:
         return "the endpoint answered 410 Gone"
     await session.execute(
