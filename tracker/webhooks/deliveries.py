@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -65,30 +66,34 @@ class Outcome:
     gone: bool  # 410: the endpoint asked to be disabled
 
 
-def _room(per_endpoint: int, busy: Mapping[uuid.UUID, int], ranked: Any) -> Any:
-    """How many more rows each endpoint may have claimed (its limit less its in-flight)."""
-    if not busy:
-        return per_endpoint
-    whens = {endpoint: max(per_endpoint - n, 0) for endpoint, n in busy.items()}
-    return sa.case(whens, value=ranked.c.endpoint_id, else_=per_endpoint)
+def _room(partly_busy: int, ranked: Any) -> Any:
+    """How many more rows each endpoint may have (its limit less its attempts in flight)."""
+    room = sa.bindparam("per_endpoint", type_=sa.Integer())
+    if not partly_busy:
+        return room
+    whens = [
+        (ranked.c.endpoint_id == sa.bindparam(f"busy_{n}", type_=D.endpoint_id.type),
+         sa.bindparam(f"room_{n}", type_=sa.Integer()))
+        for n in range(partly_busy)
+    ]  # fmt: skip
+    return sa.case(*whens, else_=room)
 
 
-def _claim_statement(
-    now: dt.datetime,
-    lease_until: dt.datetime,
-    limit: int,
-    per_endpoint: int,
-    busy: Mapping[uuid.UUID, int],
-) -> Any:
-    full = [endpoint for endpoint, n in busy.items() if n >= per_endpoint]
+# Built once per shape (how many endpoints are busy, whether some are full), with every
+# value a parameter: the claim runs at every wake-up, and building and compiling this
+# statement cost several times its execution.
+@functools.lru_cache(maxsize=128)
+def _claim_statement(partly_busy: int, some_full: bool) -> Any:
+    now = sa.bindparam("now", type_=D.next_attempt_at.type)
+    full = sa.bindparam("full", expanding=True, type_=D.endpoint_id.type)
     candidates = (
         sa.select(D.id, D.endpoint_id, D.next_attempt_at)
         .join(E, E.id == D.endpoint_id)
         .where(D.status == PENDING, D.next_attempt_at <= now, E.disabled_at.is_(None))
         .where(sa.or_(D.lease_until.is_(None), D.lease_until < now))
-        .where(D.endpoint_id.not_in(full) if full else sa.true())
+        .where(D.endpoint_id.not_in(full) if some_full else sa.true())
         .order_by(D.next_attempt_at, D.id)
-        .limit(limit * SCAN_FACTOR)
+        .limit(sa.bindparam("scan", type_=sa.Integer()))
         .with_for_update(skip_locked=True, of=D)
         .cte("candidates")
     )
@@ -97,17 +102,41 @@ def _claim_statement(
     ranked = sa.select(*candidates.c, rank.label("rank")).cte("ranked")
     chosen = (
         sa.select(ranked.c.id)
-        .where(ranked.c.rank <= _room(per_endpoint, busy, ranked))
+        .where(ranked.c.rank <= _room(partly_busy, ranked))
         .order_by(ranked.c.next_attempt_at, ranked.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
     return (
         sa.update(D)
         .where(D.id.in_(chosen))
-        .values(lease_until=lease_until)
+        .values(lease_until=sa.bindparam("lease_until", type_=D.lease_until.type))
         .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     )
+
+
+def _claim_parameters(
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    limit: int,
+    per_endpoint: int,
+    busy: Mapping[uuid.UUID, int],
+) -> tuple[Any, dict[str, Any]]:
+    full = [endpoint for endpoint, n in busy.items() if n >= per_endpoint]
+    partly = [(endpoint, n) for endpoint, n in busy.items() if n < per_endpoint]
+    values: dict[str, Any] = {
+        "now": now,
+        "lease_until": lease_until,
+        "scan": limit * SCAN_FACTOR,
+        "limit": limit,
+        "per_endpoint": per_endpoint,
+    }
+    if full:
+        values["full"] = full
+    for n, (endpoint, in_flight) in enumerate(partly):
+        values[f"busy_{n}"] = endpoint
+        values[f"room_{n}"] = per_endpoint - in_flight
+    return _claim_statement(len(partly), bool(full)), values
 
 
 async def claim_due(
@@ -124,9 +153,8 @@ async def claim_due(
     ``busy``: this process's deliveries in flight per endpoint; none gets past
     ``per_endpoint`` in all.
     """
-    rows = (
-        await session.execute(_claim_statement(now, lease_until, limit, per_endpoint, busy))
-    ).all()
+    statement, values = _claim_parameters(now, lease_until, limit, per_endpoint, busy)
+    rows = (await session.execute(statement, values)).all()
     if not rows:
         return []
     endpoints = await _endpoints(session, {row.endpoint_id for row in rows}, now)
