@@ -120,8 +120,11 @@ class Deliverer:
         """Claim what the free slots allow and start it; idle when nothing more is due."""
         free = self.settings.webhook_concurrency - len(self._in_flight)
         # Cleared before looking: a ring while we look is kept for the next wait.
+        rung = self.doorbell.rung
         self.doorbell.clear()
-        claimed = await self._claim(free) if free > 0 else []
+        # Unrung (the slow poll), a read first: an idle claim would take the write lock.
+        look = free > 0 and (rung or await self._any_due())
+        claimed = await self._claim(free) if look else []
         for delivery in claimed:
             self._start(delivery)
         if len(claimed) < free or free <= 0:
@@ -131,6 +134,10 @@ class Deliverer:
                 # takes them all; a claim per ended attempt would hold the write lock
                 # as often as the callbacks need it.
                 await self._pause(CLAIM_INTERVAL_SECONDS)
+
+    async def _any_due(self) -> bool:
+        async with self.database.read() as session:
+            return await deliveries.any_due(session, clock.utcnow())
 
     async def _claim(self, limit: int) -> list[deliveries.Claimed]:
         now = clock.utcnow()

@@ -139,6 +139,18 @@ def _claim_parameters(
     return _claim_statement(len(partly), bool(full)), values
 
 
+async def any_due(session: AsyncSession, now: dt.datetime) -> bool:
+    """Whether a claim would find anything (a read: no write lock while idle)."""
+    found = await session.scalar(
+        sa.select(D.id)
+        .join(E, E.id == D.endpoint_id)
+        .where(D.status == PENDING, D.next_attempt_at <= now, E.disabled_at.is_(None))
+        .where(sa.or_(D.lease_until.is_(None), D.lease_until < now))
+        .limit(1)
+    )
+    return found is not None
+
+
 async def claim_due(
     session: AsyncSession,
     *,
