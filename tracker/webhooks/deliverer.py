@@ -79,6 +79,7 @@ class Deliverer:
                 self.doorbell,
                 timeout_seconds=settings.database_timeout_seconds,
                 channel=wakeup.WEBHOOKS_CHANNEL,
+                application_name=wakeup.WEBHOOKS_APPLICATION_NAME,
             )
         )
 
