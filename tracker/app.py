@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tracker import auth, db, health, web
+from tracker import auth, db, health, wakeup, web
 from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
 from tracker.ops import admin, gauges, handlers, openapi
@@ -25,6 +25,7 @@ from tracker.sending import api
 from tracker.services import Services, services_of
 from tracker.settings import Settings
 from tracker.webhooks import api as webhooks_api
+from tracker.webhooks import deliverer
 
 
 def provider_client(
@@ -85,30 +86,34 @@ def create_app(
     *,
     provider_transport: httpx.AsyncBaseTransport | None = None,
     run_dispatcher: bool = False,
+    run_deliverer: bool = False,
 ) -> Starlette:
     """The tracker app; the lifespan owns the engine, the provider client and,
-    with ``run_dispatcher``, the dispatcher task."""
+    with ``run_dispatcher``, the dispatcher task, with ``run_deliverer`` the webhook
+    deliverer's."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = db.Database(settings.async_database_url, settings.database_timeout_seconds)
+        webhook_doorbell = wakeup.Doorbell()
         ingester = ingest.Ingester(
             database,
             Spool(settings.spool_path),
             settings.callback_db_deadline_seconds,
             reports_per_message=settings.callback_reports_per_message,
+            committed=webhook_doorbell.ring,
         )
         async with provider_client(settings, provider_transport) as http:
-            services = Services(settings=settings, database=database, provider_http=http)
+            services = Services(settings, database, http, webhook_doorbell=webhook_doorbell)
             app.state.services = services
             app.state.ingester = ingester
             await ingester.start()
+            bells = {"doorbell": services.doorbell, "webhook_doorbell": webhook_doorbell}
             sender = (
-                dispatcher.create(settings, database, http, doorbell=services.doorbell)
-                if run_dispatcher
-                else None
+                dispatcher.create(settings, database, http, **bells) if run_dispatcher else None
             )
             task = asyncio.create_task(sender.run(), name="dispatcher") if sender else None
+            hooks = deliverer.start(settings, database, webhook_doorbell) if run_deliverer else None
             refresher = gauges.GaugeRefresher(database, settings)
             gauges_task = asyncio.create_task(refresher.run(), name="metrics-gauges")
 
@@ -124,6 +129,8 @@ def create_app(
                 refresher.stop()
                 await gauges_task
                 await stop_dispatcher()
+                if hooks is not None:
+                    await hooks.close()
                 await ingester.stop()
                 await database.dispose()
 

@@ -112,7 +112,7 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     with contextlib.ExitStack() as stack:
         if sandbox:
             settings = _with_sandbox(settings, stack, host, port, sandbox_port)
-        app = create_app(settings, run_dispatcher=not no_dispatcher)
+        app = create_app(settings, run_dispatcher=not no_dispatcher, run_deliverer=True)
         freeze_startup_objects()
         server.run(app, lambda: stop_sending(app), host=host, port=port, sock=sock)
 
@@ -158,7 +158,8 @@ def _with_sandbox(
 
 @cli.command()
 def worker() -> None:
-    """Run the dispatcher alone (one leads per database; others wait as standby)."""
+    """Run the dispatcher (one leads per database; others wait as standby) and the webhook
+    deliverer (every worker delivers), without the HTTP service."""
     settings = load_settings()
     settings.require_provider_credentials()
     migrate.prepare_at_start(settings.async_database_url)
@@ -168,15 +169,22 @@ def worker() -> None:
 async def _run_worker(settings: Settings) -> None:
     from tracker.app import provider_client
     from tracker.dispatch import dispatcher
+    from tracker.webhooks import deliverer
 
     database = db.Database(settings.async_database_url, settings.database_timeout_seconds)
     try:
         async with provider_client(settings) as http:
-            sender = dispatcher.create(settings, database, http)
+            hooks = deliverer.Deliverer(settings, database)
+            sender = dispatcher.create(settings, database, http, webhook_doorbell=hooks.doorbell)
+
+            def stop() -> None:
+                sender.stop()
+                hooks.stop()
+
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, sender.stop)
-            await sender.run()
+                loop.add_signal_handler(sig, stop)
+            await asyncio.gather(sender.run(), hooks.run())
     finally:
         await database.dispose()
 

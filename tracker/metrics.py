@@ -95,3 +95,33 @@ DATABASE_GAUGES_AGE = Gauge(
     "tracker_metrics_database_age_seconds",
     "Seconds since the database gauges were last read (+Inf before the first read).",
 )
+
+# --- webhooks (webhooks.deliverer) -------------------------------------------
+
+WEBHOOK_DELIVERIES = Counter(
+    "tracker_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: succeeded, retried (a later attempt is due), "
+    "failed (no attempt left, or the endpoint disabled), unrecorded (made again later).",
+    ["outcome"],
+)
+for _outcome in ("succeeded", "retried", "failed"):
+    WEBHOOK_DELIVERIES.labels(outcome=_outcome)  # scraped from 0
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "tracker_webhook_delivery_seconds",
+    "Duration of one webhook POST, from the connection to the end of the answer.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0),
+)
+WEBHOOK_ENDPOINTS_DISABLED_TOTAL = Counter(
+    "tracker_webhook_endpoint_disablements_total",
+    "Webhook endpoints this process disabled (a 410, or failing for "
+    "TRACKER_WEBHOOK_DISABLE_AFTER).",
+)
+# Read from the database in the background by each deliverer, never per scrape.
+WEBHOOK_BACKLOG = Gauge(
+    "tracker_webhook_backlog",
+    "Webhook deliveries pending (due now or waiting for a retry).",
+)
+WEBHOOK_ENDPOINTS_DISABLED = Gauge(
+    "tracker_webhook_endpoints_disabled",
+    "Webhook endpoints disabled (by a 410, the failure window or an operator).",
+)

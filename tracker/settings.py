@@ -174,12 +174,15 @@ class Settings(BaseSettings):
     # Receipts (and events) stored per message from its callback URL; past it only a
     # report that moves the status is stored, so a final report is never lost.
     callback_reports_per_message: int = Field(default=50, ge=1, le=100_000)
-    # Webhooks (#15, not wired yet): see tracker.webhooks.schedule.
+    # Webhooks (#15): see tracker.webhooks.schedule and tracker.webhooks.deliverer.
     webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = WEBHOOK_RETRY_SCHEDULE
     webhook_disable_after: int = Field(default=5 * 86_400, ge=60)  # in seconds
     webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     # After rotate-secret the old secret signs too for this long (receivers switch over).
     webhook_secret_grace_seconds: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    # Deliveries in flight at once per process, and to any one endpoint.
+    webhook_concurrency: int = Field(default=64, ge=1, le=1000)
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
     # Networks webhooks may reach although private or loopback (e.g. 127.0.0.1/32 in dev).
     webhook_allowed_networks: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode

@@ -31,6 +31,7 @@ CHANNEL = "tracker_due"
 # does whatever else queues a delivery (a retry, a recovery, a test event).
 WEBHOOKS_CHANNEL = "tracker_webhooks"
 APPLICATION_NAME = "tracker-wakeup"  # how the listener's session shows in pg_stat_activity
+WEBHOOKS_APPLICATION_NAME = "tracker-webhooks-wakeup"  # the deliverer's listener
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
 CHECK_SECONDS = 5.0  # how often an idle listener proves its connection lives
@@ -101,9 +102,11 @@ class Listener:
         *,
         timeout_seconds: float = 5.0,
         channel: str = CHANNEL,
+        application_name: str = APPLICATION_NAME,
     ) -> None:
         self._dsn = dsn
         self._channel = channel
+        self._application_name = application_name
         self._doorbell = doorbell
         self._timeout = timeout_seconds
         self.listening = asyncio.Event()  # set while LISTEN is in place (tests wait for it)
@@ -134,7 +137,7 @@ class Listener:
         connection = await asyncpg.connect(
             self._dsn,
             timeout=self._timeout,
-            server_settings={"application_name": APPLICATION_NAME},
+            server_settings={"application_name": self._application_name},
         )
         closed = asyncio.Event()
         connection.add_termination_listener(lambda _connection: closed.set())

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, case, insert, literal, or_, select, update
+from sqlalchemy import Table, and_, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock, db, logs, models
@@ -123,22 +123,21 @@ async def run_batch(
 
 # The same statements in SQLite's own terms: ids as 32 hex digits, times as UTC text.
 _SQLITE_PICK = """
-    SELECT id, attempts = 0 AND expires_at <= :now FROM messages
+    SELECT id, attempts = 0 AND expires_at <= :now, status FROM messages
     WHERE status IN ('queued', 'sending') AND (lease_until IS NULL OR lease_until <= :now)
         AND (expires_at <= :now OR submitted_at <= :cutoff)
     LIMIT :limit
 """
-# "Unsent" (expired, not failed) is: attempts = 0 AND expires_at <= :now.
+# After the move, so the webhook trigger's snapshot shows the message as it now is;
+# each event's from_status is the one picked (``:picked``: [[id, status], ...]).
 _SQLITE_EVENTS = """
     INSERT INTO message_events (message_id, from_status, to_status, source, detail, created_at)
-    SELECT id, status,
-        CASE WHEN attempts = 0 AND expires_at <= :now THEN 'expired' ELSE 'failed' END,
-        :source,
-        CASE WHEN attempts = 0 AND expires_at <= :now
-            THEN :expired_detail ELSE :failed_detail END,
+    SELECT m.id, json_extract(p.value, '$[1]'), m.status, :source,
+        CASE WHEN m.status = 'expired' THEN :expired_detail ELSE :failed_detail END,
         :now
-    FROM messages WHERE id IN (SELECT value FROM json_each(:ids))
+    FROM json_each(:picked) AS p JOIN messages AS m ON m.id = json_extract(p.value, '$[0]')
 """
+# "Unsent" (expired, not failed) is: attempts = 0 AND expires_at <= :now.
 _SQLITE_MOVE = """
     UPDATE messages SET
         status = CASE WHEN attempts = 0 AND expires_at <= :now
@@ -181,15 +180,6 @@ def _sqlite_statements(
         return Batch(0, 0, full=False)
     params["ids"] = json.dumps([row[0] for row in rows])
     connection.execute(
-        _SQLITE_EVENTS,
-        {
-            **params,
-            "source": outbox.SOURCE,
-            "expired_detail": f"sweep: {outbox.VALIDITY_RAN_OUT}",
-            "failed_detail": f"sweep: {outbox.WINDOW_RAN_OUT}",
-        },
-    )
-    connection.execute(
         _SQLITE_MOVE,
         {
             **params,
@@ -199,12 +189,33 @@ def _sqlite_statements(
             "failed_error": outbox.WINDOW_RAN_OUT,
         },
     )
+    connection.execute(
+        _SQLITE_EVENTS,
+        {
+            "now": stamp,
+            "picked": json.dumps([[row[0], row[2]] for row in rows]),
+            "source": outbox.SOURCE,
+            "expired_detail": f"sweep: {outbox.VALIDITY_RAN_OUT}",
+            "failed_detail": f"sweep: {outbox.WINDOW_RAN_OUT}",
+        },
+    )
     expired = sum(1 for row in rows if row[1])
     return Batch(expired, len(rows) - expired, full=len(rows) == limit)
 
 
-# Over 40 lines: one set-based statement per step of one transaction (lock,
-# decide, move, record); split, the steps would hide the transaction they share.
+def _event_row(row: Any, now: dt.datetime) -> dict[str, Any]:
+    """The event of one picked row (id, unsent, status) that the sweep finished."""
+    why = outbox.VALIDITY_RAN_OUT if row[1] else outbox.WINDOW_RAN_OUT
+    return {
+        "message_id": row[0],
+        "from_status": row[2],
+        "to_status": (Status.EXPIRED if row[1] else Status.FAILED).value,
+        "source": outbox.SOURCE,
+        "detail": f"sweep: {why}",
+        "created_at": now,
+    }
+
+
 async def expire_batch(
     session: AsyncSession,
     now: dt.datetime,
@@ -219,7 +230,7 @@ async def expire_batch(
     # SQLite has one writer at a time anyway.
     rows = (
         await session.execute(
-            select(m.id, _verdict(now, True, False))  # noqa: FBT003 - SQL literals
+            select(m.id, _verdict(now, True, False), m.status)  # noqa: FBT003 - SQL literals
             .where(expirable)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -229,26 +240,9 @@ async def expire_batch(
         return Batch(0, 0, full=False)
     ids = [row[0] for row in rows]
     expired = sum(1 for row in rows if row[1])
-    chosen = and_(m.id.in_(ids), expirable)
-    detail = _verdict(
-        now,
-        literal(f"sweep: {outbox.VALIDITY_RAN_OUT}"),
-        literal(f"sweep: {outbox.WINDOW_RAN_OUT}"),
-    )
-    # The events first: they read each row's status before the UPDATE moves it.
-    events = select(
-        m.id,
-        m.status,
-        _verdict(now, Status.EXPIRED.value, Status.FAILED.value),
-        literal(outbox.SOURCE),
-        detail,
-        literal(now, EVENTS.c.created_at.type),
-    ).where(chosen)
-    columns = ["message_id", "from_status", "to_status", "source", "detail", "created_at"]
-    await session.execute(insert(EVENTS).from_select(columns, events))
     await session.execute(
         update(MESSAGES)
-        .where(chosen)
+        .where(and_(m.id.in_(ids), expirable))
         .values(
             status=_verdict(now, Status.EXPIRED.value, Status.FAILED.value),
             rank=_verdict(now, status.RANK[Status.EXPIRED], status.RANK[Status.FAILED]),
@@ -258,4 +252,7 @@ async def expire_batch(
             lease_until=None,
         )
     )
+    # The events after the move, so the webhook trigger's snapshot shows the message
+    # as it now is; each from_status is the status picked above (the rows are locked).
+    await session.execute(insert(EVENTS), [_event_row(row, now) for row in rows])
     return Batch(expired, len(rows) - expired, full=len(rows) == limit)

@@ -30,15 +30,17 @@ async def keep_house(
     *,
     stopping: asyncio.Event,
     deposed: Callable[[], None],
+    swept: Callable[[], None] = lambda: None,
 ) -> None:
-    """Until ``stopping``, or until the lock is lost: then ``deposed()`` and return."""
+    """Until ``stopping``, or until the lock is lost: then ``deposed()`` and return.
+    ``swept()`` after each expiry sweep (it may have queued webhook deliveries)."""
     sweeping: asyncio.Task[None] | None = None
     checked, purged = time.monotonic(), None
     try:
         while not stopping.is_set():
             if sweeping is None or sweeping.done():
                 sweeping = asyncio.create_task(
-                    _expire(database, give_up_after, stopping), name="expiry-sweep"
+                    _expire(database, give_up_after, stopping, swept), name="expiry-sweep"
                 )
             if purged is None or time.monotonic() - purged > PURGE_SECONDS:
                 await _purge(database)
@@ -58,10 +60,14 @@ async def keep_house(
 
 
 async def _expire(
-    database: db.Database, give_up_after: dt.timedelta, stopping: asyncio.Event
+    database: db.Database,
+    give_up_after: dt.timedelta,
+    stopping: asyncio.Event,
+    swept: Callable[[], None],
 ) -> None:
     try:
-        await expiry.sweep(database, give_up_after, stopping=stopping)
+        if await expiry.sweep(database, give_up_after, stopping=stopping):
+            swept()
     except Exception as exc:  # retried at the next sweep
         log.warning("dispatcher_sweep_failed", error=type(exc).__name__, exc_info=True)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,8 +55,11 @@ class Ingester:
         deadline_seconds: float,
         *,
         reports_per_message: int = plan.REPORTS_PER_MESSAGE,
+        committed: Callable[[], None] | None = None,
     ) -> None:
         self.database = database
+        # Called after each commit that may have changed statuses (the webhook doorbell).
+        self.committed = committed or (lambda: None)
         self.spool = spool
         self.deadline_seconds = deadline_seconds
         self.reports_per_message = reports_per_message
@@ -128,6 +132,7 @@ class Ingester:
                 self._writer_failing = True
                 await self._spool_and_resolve([p for p in batch if not p.future.done()])
             else:
+                self.committed()
                 if self._writer_failing:
                     log.info("callback_db_available_again")
                 self._writer_failing = False
@@ -191,7 +196,7 @@ class Ingester:
             if time.monotonic() < self._broken_until:
                 continue
             try:
-                await replay(self.database, self.spool, cap=self.reports_per_message)
+                replayed = await replay(self.database, self.spool, cap=self.reports_per_message)
             except Exception as exc:  # the database is still away; try again later
                 log.warning(
                     "callback_replay_deferred",
@@ -201,6 +206,8 @@ class Ingester:
                 self._replay_failing = True
             else:
                 self._replay_failing = False
+                if replayed:
+                    self.committed()
 
 
 def _count_dropped(outcomes: list[plan.Outcome]) -> None:

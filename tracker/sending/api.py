@@ -96,6 +96,7 @@ async def cancel_message(request: Request) -> Response:
     message_id = _message_id(request)
     async with services.database.write() as session:
         row = await store.cancel_message(session, message_id, client=_only_own(principal))
+    services.webhook_doorbell.ring()  # committed: its `message.cancelled` deliveries are due
     log.info("message_cancelled", message_id=str(message_id), client=principal.client)
     return _json(200, schemas.message_out(row))
 
