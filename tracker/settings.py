@@ -13,6 +13,7 @@ import ipaddress
 import itertools
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -125,6 +126,19 @@ def _whole_seconds(raw: str) -> tuple[int, ...]:
     return tuple(int(item) if len(item) <= 12 else too_long for item in digits)  # noqa: PLR2004
 
 
+def default_data_dir() -> Path:
+    """Where the data lives without TRACKER_DATA_DIR, whatever the working directory.
+
+    In a checkout's ``.venv`` it is ``var/`` beside that ``.venv`` (``scripts/run``'s
+    database); any other install uses the per-user data directory.
+    """
+    prefix = Path(sys.prefix)
+    if sys.prefix != sys.base_prefix and prefix.name == ".venv":
+        return prefix.parent / "var"
+    user_data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(user_data) / "kimisms-tracker"
+
+
 class Settings(BaseSettings):
     """The service's configuration. Field ``x`` is read from ``TRACKER_X``."""
 
@@ -132,7 +146,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
     )
 
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = Field(default="", repr=False)  # may hold a password
     kimisms_base_url: str = "https://app.kimisms.com"
     kimisms_client_id: str = ""
