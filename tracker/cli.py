@@ -21,7 +21,7 @@ from sqlalchemy.engine import url as sa_url
 from typer._click import exceptions as click_errors  # typer vendors click; not re-exported
 
 import tracker
-from tracker import auth, db, errors, logs, migrate
+from tracker import auth, db, errors, heartbeat, logs, migrate
 from tracker.clients import commands as clients_commands
 from tracker.clients import records
 from tracker.console import commands, views
@@ -221,7 +221,10 @@ async def _run_worker(settings: Settings) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, sender.stop)
-            await sender.run()
+            beats = heartbeat.path_in(settings.data_dir)  # the liveness probe reads its age
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(heartbeat.beat(beats, sender.stopping))
+                await sender.run()
     finally:
         await database.dispose()
 

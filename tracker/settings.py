@@ -27,7 +27,7 @@ from tracker.errors import ConfigurationError
 # Alphanumeric Sender IDs are at most 11 characters (the column holds 16).
 SENDER_NAME = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
 ENV_PREFIX = "TRACKER_"
-SECRET_FIELDS = ("kimisms_client_secret", "callback_secrets")
+SECRET_FIELDS = ("database_url", "kimisms_client_secret", "callback_secrets")
 # Webhooks (#15): seconds before each attempt of one delivery, about 3 days in all.
 WEBHOOK_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 WEBHOOK_RETRY_DELAY_MAX_SECONDS = 30 * 86_400  # keeps due times far from datetime's range
