@@ -92,7 +92,7 @@ def test_the_runtime_lock_is_the_runtime_closure_at_the_dev_locks_versions() -> 
 
 def test_the_venv_is_what_the_lock_says() -> None:
     """scripts/setup installed exactly the dev lock's versions (so CI tests what is locked)."""
-    installed = {
+    installed: dict[str, str] = {
         canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
     }
     wrong = {n: (v, installed.get(n)) for n, v in pins(DEV_LOCK).items() if installed.get(n) != v}
