@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -91,16 +92,14 @@ def _send_all(http: httpx.Client, console: Console) -> list[Sent]:
     sent: list[Sent] = []
     otp = {"to": "0712 345 678", "message": "Your code is 482913", "priority": "high"}
     response = http.post("/v1/messages", json=otp)
-    sent.append(Sent("OTP, high priority", response.json()["id"]))
+    sent.append(Sent("OTP (high)", response.json()["id"]))
     batch = {
         "messages": [{"to": f"07220000{n:02d}", "message": f"Order {n} shipped"} for n in range(3)]
     }
     response = http.post("/v1/messages/batch", json=batch)
-    sent += [
-        Sent(f"batch item {n + 1}", m["id"]) for n, m in enumerate(response.json()["messages"])
-    ]
+    sent += [Sent(f"batch {n + 1}", m["id"]) for n, m in enumerate(response.json()["messages"])]
     response = http.post("/v1/messages", json={"to": FAILING_NUMBER, "message": "Will fail"})
-    sent.append(Sent("sandbox fails it", response.json()["id"]))
+    sent.append(Sent("fails", response.json()["id"]))  # the sandbox fails it
     invalid = http.post("/v1/messages", json={"to": "020 123 4567", "message": "Landline"})
     console.print(
         f"[bold]invalid number[/]: HTTP {invalid.status_code} {invalid.json()['errors']}",
@@ -111,7 +110,9 @@ def _send_all(http: httpx.Client, console: Console) -> list[Sent]:
 
 def _table(rows: list[tuple[Sent, dict[str, Any]]], *, wide: bool) -> Table:
     """Full ids (``tracker messages show`` takes them); provider status when there is room."""
-    table = Table("message", title="kimisms-tracker demo")
+    table = Table(
+        "message", title="kimisms-tracker demo", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD
+    )
     table.add_column("id", no_wrap=True, min_width=36)
     table.add_column("to", no_wrap=True)
     table.add_column("status")
@@ -163,8 +164,8 @@ def hints(tracker: str) -> str:
         f"  {tracker} serve --sandbox\n"
         "Then create a key and call the API:\n"
         f"  KEY=$({tracker} keys create --name me --scopes send,read)\n"
-        f'  curl -s -H "Authorization: Bearer $KEY" "{api}/messages?status=failed"\n'
         f'  curl -s -H "Authorization: Bearer $KEY" {api}/messages/ID\n'
+        f'  curl -s -H "Authorization: Bearer $KEY" {api}/stats\n'
         f"  TRACKER_API_KEY=$KEY {tracker} messages list --status delivered\n"
         f"  TRACKER_API_KEY=$KEY {tracker} stats"
     )
