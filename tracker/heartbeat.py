@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from tracker import logs
+
+log = logs.get_logger(__name__)
 BEAT_SECONDS = 5.0
 FILE_NAME = "worker.heartbeat"
 
@@ -24,12 +27,19 @@ def path_in(data_dir: Path) -> Path:
 
 
 async def beat(path: Path, stopping: asyncio.Event, every: float = BEAT_SECONDS) -> None:
-    """Touch ``path`` now and every ``every`` seconds until ``stopping``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while not stopping.is_set():
-        path.touch()  # noqa: ASYNC240 - microseconds, and on the very loop it vouches for
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), every)
+    """Touch ``path`` now and every ``every`` seconds until ``stopping``.
+
+    An unwritable data dir stops the beats with a warning, not the worker: outside
+    Kubernetes nothing may read them (and there the probe then restarts the pod).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while not stopping.is_set():
+            path.touch()  # noqa: ASYNC240 - microseconds, and on the very loop it vouches for
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), every)
+    except OSError as exc:
+        log.warning("heartbeat_unwritable", path=str(path), error=exc.strerror)
 
 
 def age_seconds(path: Path) -> float | None:

@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import structlog.testing
+
 from tracker import heartbeat
 
 
@@ -35,3 +37,11 @@ def test_the_probe_passes_fresh_and_fails_stale_or_missing(tmp_path: Path) -> No
     os.utime(path, (old, old))
     assert heartbeat.main([str(path), "60"]) == 1
     assert heartbeat.main([str(path)]) == 2
+
+
+async def test_an_unwritable_data_dir_stops_the_beats_not_the_worker(tmp_path: Path) -> None:
+    """A file where the directory should be: one warning, and the task ends without raising."""
+    (tmp_path / "data").write_text("not a directory", encoding="utf-8")
+    with structlog.testing.capture_logs() as logged:
+        await heartbeat.beat(heartbeat.path_in(tmp_path / "data"), asyncio.Event(), every=0.01)
+    assert [entry["event"] for entry in logged] == ["heartbeat_unwritable"]
