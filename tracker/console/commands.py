@@ -186,7 +186,7 @@ def _extra(
     metadata: str | None,
 ) -> dict[str, Any]:
     """The fields every message of this command shares."""
-    extra: dict[str, Any] = {"priority": priority.value, "sender_name": sender_name}
+    extra: dict[str, Any] = {"priority": priority.value, "sender_name": sender_name or None}
     extra["send_at"] = send_at
     extra["valid_for"] = None if valid_for is None else duration_seconds(valid_for, "--valid-for")
     if metadata is not None:
