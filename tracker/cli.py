@@ -130,7 +130,8 @@ def _first_line_and_free_ports(
 ) -> None:
     """Say where the database is, then stop with one line if a port to bind is taken."""
     where = _database_location(settings)
-    typer.echo(f"tracker {tracker.__version__} on {host}:{port}, database {where}", err=True)
+    # On stdout, with the logs: stderr stays one line when the start is refused.
+    typer.echo(f"tracker {tracker.__version__} on {host}:{port}, database {where}")
     if bind:
         _require_free_port(host, port, "--port")
     if sandbox_port is not None:
