@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -14,12 +17,14 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import url as sa_url
+from typer._click import exceptions as click_errors  # typer vendors click; not re-exported
 
 import tracker
-from tracker import auth, db, errors, logs, migrate
+from tracker import auth, db, errors, heartbeat, logs, migrate
 from tracker.clients import commands as clients_commands
 from tracker.clients import records
-from tracker.console import commands
+from tracker.console import commands, views
 from tracker.settings import Settings, is_loopback_host
 from tracker.webhooks import commands as webhooks_commands
 
@@ -75,6 +80,7 @@ def root(
     """Send SMS through KIMISMS and track every message to its final delivery status."""
 
 
+# Over 40 lines: typer reads one annotated parameter per option; the body is short.
 @cli.command()
 def serve(  # noqa: PLR0917 - one parameter per CLI option
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -102,11 +108,14 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     from tracker.app import create_app, freeze_startup_objects, stop_sending
 
     settings = load_settings()
-    if not (sandbox or no_dispatcher):
-        settings.require_provider_credentials()
     sock = server.inherited_socket(fd) if fd is not None else None
     if sock is not None:
         host, port = server.socket_host(sock), sock.getsockname()[1]
+    _first_line_and_free_ports(
+        settings, host, port, bind=sock is None, sandbox_port=sandbox_port if sandbox else None
+    )
+    if not (sandbox or no_dispatcher):
+        settings.require_provider_credentials()
     _require_callback_secrets_off_loopback(settings, host)
     migrate.prepare_at_start(settings.async_database_url)
     with contextlib.ExitStack() as stack:
@@ -115,6 +124,44 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
         app = create_app(settings, run_dispatcher=not no_dispatcher, run_deliverer=True)
         freeze_startup_objects()
         server.run(app, lambda: stop_sending(app), host=host, port=port, sock=sock)
+
+
+def _first_line_and_free_ports(
+    settings: Settings, host: str, port: int, *, bind: bool, sandbox_port: int | None
+) -> None:
+    """Say where the database is, then stop with one line if a port to bind is taken."""
+    where = _database_location(settings)
+    # On stdout, with the logs: stderr stays one line when the start is refused.
+    typer.echo(f"tracker {tracker.__version__} on {host}:{port}, database {where}")
+    if bind:
+        _require_free_port(host, port, "--port")
+    if sandbox_port is not None:
+        _require_free_port("127.0.0.1", sandbox_port, "--sandbox-port")
+
+
+def _database_location(settings: Settings) -> str:
+    """The SQLite file as an absolute path, or the URL without its password."""
+    url = sa_url.make_url(settings.async_database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return str(Path(url.database).resolve())
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+
+def _require_free_port(host: str, port: int, option: str) -> None:
+    """A busy port is one line naming it, before any migration or thread starts."""
+    try:
+        socket.create_server((host, port), family=_family(host)).close()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return  # anything else (a bad address...) is left to the server's own message
+        raise errors.ConfigurationError(
+            f"port {port} on {host} is already in use (another tracker serve?): "
+            f"stop it or choose another with {option}"
+        ) from None
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _require_callback_secrets_off_loopback(settings: Settings, host: str) -> None:
@@ -184,7 +231,11 @@ async def _run_worker(settings: Settings) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
-            await asyncio.gather(sender.run(), hooks.run())
+            beats = heartbeat.path_in(settings.data_dir)  # the liveness probe reads its age
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(heartbeat.beat(beats, sender.stopping))
+                tasks.create_task(hooks.run())
+                await sender.run()
     finally:
         await database.dispose()
 
@@ -251,7 +302,7 @@ def keys_list() -> None:
         state = "revoked" if key.revoked else "active"
         scopes = ",".join(key.scopes)
         table.add_row(key.name, key.client, key.prefix + "…", scopes, key.created_at, state)
-    Console().print(table)
+    views.show(Console(), table)  # plain in a pipe
 
 
 @keys_cli.command("revoke")
@@ -292,7 +343,17 @@ webhooks_commands.register(cli, load_settings)  # webhooks: the database directl
 def main() -> None:
     """Entry point: a caller's mistake is one line on stderr, never a traceback."""
     try:
-        cli()
+        command = _plain(typer.main.get_command(cli))
+        sys.exit(command.main(prog_name="tracker", standalone_mode=False))
+    except click_errors.NoArgsIsHelpError as exc:  # `tracker keys`: its help, as click does
+        exc.show()
+        sys.exit(2)
+    except click_errors.ClickException as exc:  # a usage mistake: one line, and the help to read
+        typer.echo(f"error: {exc.format_message()}{_help_hint(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except errors.DatabaseUnavailable as exc:  # say what the driver said, and what to do
         cause = exc.__cause__
         problem = _database_problem(cause) if isinstance(cause, sa_exc.SQLAlchemyError) else exc
@@ -304,6 +365,19 @@ def main() -> None:
     except sa_exc.SQLAlchemyError as exc:
         typer.echo(f"error: {_database_problem(exc)}", err=True)
         sys.exit(2)
+
+
+def _plain(command: Any) -> Any:
+    """Plain click help: no boxes, no ``<bool>`` metavars, fine at 80 columns."""
+    command.rich_markup_mode = None
+    for sub in getattr(command, "commands", {}).values():
+        _plain(sub)
+    return command
+
+
+def _help_hint(exc: click_errors.ClickException) -> str:
+    context = getattr(exc, "ctx", None)
+    return f" (see `{context.command_path} --help`)" if context is not None else ""
 
 
 def _database_problem(exc: sa_exc.SQLAlchemyError) -> str:

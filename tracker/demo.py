@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -33,6 +37,7 @@ FAILING_NUMBER = "254700000510"  # the sandbox reports "Failed" for it
 FINAL = {status.value for status in status.FINAL}
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"
 DEMO_SENDER = "KIMISMS"  # the one sender both sides know, whatever the shell sets
+WIDE_COLUMNS = 100  # room for the provider's status beside full ids
 
 
 @dataclass
@@ -87,16 +92,14 @@ def _send_all(http: httpx.Client, console: Console) -> list[Sent]:
     sent: list[Sent] = []
     otp = {"to": "0712 345 678", "message": "Your code is 482913", "priority": "high"}
     response = http.post("/v1/messages", json=otp)
-    sent.append(Sent("OTP, high priority", response.json()["id"]))
+    sent.append(Sent("OTP (high)", response.json()["id"]))
     batch = {
         "messages": [{"to": f"07220000{n:02d}", "message": f"Order {n} shipped"} for n in range(3)]
     }
     response = http.post("/v1/messages/batch", json=batch)
-    sent += [
-        Sent(f"batch item {n + 1}", m["id"]) for n, m in enumerate(response.json()["messages"])
-    ]
+    sent += [Sent(f"batch {n + 1}", m["id"]) for n, m in enumerate(response.json()["messages"])]
     response = http.post("/v1/messages", json={"to": FAILING_NUMBER, "message": "Will fail"})
-    sent.append(Sent("sandbox fails it", response.json()["id"]))
+    sent.append(Sent("fails", response.json()["id"]))  # the sandbox fails it
     invalid = http.post("/v1/messages", json={"to": "020 123 4567", "message": "Landline"})
     console.print(
         f"[bold]invalid number[/]: HTTP {invalid.status_code} {invalid.json()['errors']}",
@@ -105,18 +108,21 @@ def _send_all(http: httpx.Client, console: Console) -> list[Sent]:
     return sent
 
 
-def _table(rows: list[tuple[Sent, dict[str, Any]]]) -> Table:
-    table = Table("message", "id", "to", "status", "provider status", title="kimisms-tracker demo")
+def _table(rows: list[tuple[Sent, dict[str, Any]]], *, wide: bool) -> Table:
+    """Full ids (``tracker messages show`` takes them); provider status when there is room."""
+    table = Table(
+        "message", title="kimisms-tracker demo", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD
+    )
+    table.add_column("id", no_wrap=True, min_width=36)
+    table.add_column("to", no_wrap=True)
+    table.add_column("status")
+    if wide:
+        table.add_column("provider status")
     for sent, body in rows:
         status = body.get("status", "?")
         style = {"delivered": "green", "failed": "red"}.get(status, "yellow")
-        table.add_row(
-            sent.label,
-            sent.id[:13] + "…",
-            str(body.get("to", "")),
-            f"[{style}]{status}[/]",
-            str(body.get("provider_status") or ""),
-        )
+        row = [sent.label, sent.id, str(body.get("to", "")), f"[{style}]{status}[/]"]
+        table.add_row(*row, *([str(body.get("provider_status") or "")] if wide else []))
     return table
 
 
@@ -126,7 +132,7 @@ def _watch(http: httpx.Client, sent: list[Sent], console: Console, timeout: floa
         with Live(console=console, refresh_per_second=4) as live:
             while True:
                 rows = [(s, http.get(f"/v1/messages/{s.id}").json()) for s in sent]
-                live.update(_table(rows))
+                live.update(_table(rows, wide=console.width >= WIDE_COLUMNS))
                 if all(body.get("status") in FINAL for _, body in rows):
                     return True
                 if time.monotonic() > deadline:
@@ -135,6 +141,34 @@ def _watch(http: httpx.Client, sent: list[Sent], console: Console, timeout: floa
     finally:
         if not console.is_terminal:  # Live leaves its last frame without a newline there
             console.line()
+
+
+def command() -> str:
+    """How this shell runs the tracker: ``tracker`` on PATH, ``.venv/bin/tracker``, or python -m."""
+    program = Path(sys.argv[0])
+    if program.name != "tracker":  # python -m tracker
+        return f"{shlex.quote(sys.executable)} -m tracker"
+    on_path = shutil.which("tracker")
+    if on_path and Path(on_path).resolve() == program.resolve():
+        return "tracker"
+    with contextlib.suppress(ValueError):
+        return str(program.resolve().relative_to(Path.cwd().resolve()))
+    return str(program)
+
+
+def hints(tracker: str) -> str:
+    """What to type next, one command a line (printed unwrapped: they are copied)."""
+    api = "localhost:8000/v1"
+    return (
+        "\nStart your own service (it keeps this terminal; use a second one for the rest):\n"
+        f"  {tracker} serve --sandbox\n"
+        "Then create a key and call the API:\n"
+        f"  KEY=$({tracker} keys create --name me --scopes send,read)\n"
+        f'  curl -s -H "Authorization: Bearer $KEY" {api}/messages/ID\n'
+        f'  curl -s -H "Authorization: Bearer $KEY" {api}/stats\n'
+        f"  TRACKER_API_KEY=$KEY {tracker} messages list --status delivered\n"
+        f"  TRACKER_API_KEY=$KEY {tracker} stats"
+    )
 
 
 def run(timeout: float = 90.0, console: Console | None = None) -> bool:
@@ -150,12 +184,5 @@ def run(timeout: float = 90.0, console: Console | None = None) -> bool:
                 sent = _send_all(http, console)
                 done = _watch(http, sent, console, timeout)
         console.print("all messages final" if done else "[red]timed out before all were final[/]")
-        console.print(
-            "\nWith your own `tracker serve --sandbox` running, query it like this:\n"
-            "  tracker keys create --name me --scopes send,read\n"
-            '  curl -s -H "Authorization: Bearer $KEY" localhost:8000/v1/messages/ID\n'
-            '  curl -s -H "Authorization: Bearer $KEY" "localhost:8000/v1/messages?status=failed"\n'
-            "  TRACKER_API_KEY=$KEY tracker messages list --status delivered\n"
-            "  TRACKER_API_KEY=$KEY tracker stats"
-        )
+        console.out(hints(command()), highlight=False)
     return done

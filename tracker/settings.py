@@ -13,6 +13,7 @@ import ipaddress
 import itertools
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,7 +27,7 @@ from tracker.errors import ConfigurationError
 # Alphanumeric Sender IDs are at most 11 characters (the column holds 16).
 SENDER_NAME = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
 ENV_PREFIX = "TRACKER_"
-SECRET_FIELDS = ("kimisms_client_secret", "callback_secrets")
+SECRET_FIELDS = ("database_url", "kimisms_client_secret", "callback_secrets")
 # Webhooks (#15): seconds before each attempt of one delivery, about 3 days in all.
 WEBHOOK_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 WEBHOOK_RETRY_DELAY_MAX_SECONDS = 30 * 86_400  # keeps due times far from datetime's range
@@ -125,6 +126,19 @@ def _whole_seconds(raw: str) -> tuple[int, ...]:
     return tuple(int(item) if len(item) <= 12 else too_long for item in digits)  # noqa: PLR2004
 
 
+def default_data_dir() -> Path:
+    """Where the data lives without TRACKER_DATA_DIR, whatever the working directory.
+
+    In a checkout's ``.venv`` it is ``var/`` beside that ``.venv`` (``scripts/run``'s
+    database); any other install uses the per-user data directory.
+    """
+    prefix = Path(sys.prefix)
+    if sys.prefix != sys.base_prefix and prefix.name == ".venv":
+        return prefix.parent / "var"
+    user_data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(user_data) / "kimisms-tracker"
+
+
 class Settings(BaseSettings):
     """The service's configuration. Field ``x`` is read from ``TRACKER_X``."""
 
@@ -132,7 +146,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
     )
 
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = Field(default="", repr=False)  # may hold a password
     kimisms_base_url: str = "https://app.kimisms.com"
     kimisms_client_id: str = ""

@@ -112,3 +112,69 @@ def test_serve_answers_readyz_with_a_key_working_end_to_end(env: dict[str, str])
     output = server.output()
     assert '"event": "http_request"' in output
     assert token not in output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("send", "--to", "0712345678"), "error: Missing option '--message'."),
+        (
+            ("send", "--message", "x", "--priority", "urgent"),
+            "error: Invalid value for '--priority'",
+        ),
+        (("nope",), "error: No such command 'nope'."),
+    ],
+)
+def test_usage_mistakes_are_one_line_naming_the_help(args: tuple[str, ...], expected: str) -> None:
+    """typer's boxed error becomes one line on stderr with the command's --help, exit 2."""
+    result = run_tracker(*args, env={"COLUMNS": "80"})
+    assert result.returncode == 2
+    assert result.stderr.startswith(expected)
+    assert result.stderr.rstrip().endswith("--help`)")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_is_plain_and_fits_80_columns() -> None:
+    """No boxes and no `<bool>` placeholders; every line fits a narrow terminal."""
+    for args in (("send", "--help"), ("messages", "list", "--help"), ("serve", "--help")):
+        text = run_tracker(*args, env={"COLUMNS": "80"}).stdout
+        assert "<bool>" not in text
+        assert "╭" not in text
+        assert "--json" in text or "--port" in text
+        assert max(len(line) for line in text.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("option", ["--port", "--sandbox-port"])
+def test_a_busy_port_is_one_line_naming_it(env: dict[str, str], option: str) -> None:
+    """`serve` on a taken port says which port and which option, before migrating anything."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = str(taken.getsockname()[1])
+        ports = {"--port": str(free_port()), "--sandbox-port": str(free_port()), option: busy}
+        args = [item for pair in ports.items() for item in pair]
+        result = run_tracker("serve", "--sandbox", *args, env=env)
+    assert result.returncode == 2
+    expected = (
+        f"error: port {busy} on 127.0.0.1 is already in use (another tracker serve?): "
+        f"stop it or choose another with {option}"
+    )
+    assert result.stderr.splitlines() == [expected]  # one line: the first line went to stdout
+    assert "Errno" not in result.stderr
+
+
+def test_serves_first_line_says_where_the_database_is(env: dict[str, str], backend: str) -> None:
+    """The SQLite file as an absolute path, or the PostgreSQL URL without a password."""
+    assert run_tracker("db", "upgrade", env=env).returncode == 0
+    port = free_port()
+    with started(
+        "serve", "--no-dispatcher", "--port", str(port), env=env,
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+    ) as server:  # fmt: skip
+        first = server.output().splitlines()[0]
+    assert first.startswith(f"tracker {__version__} on 127.0.0.1:{port}, database ")
+    if backend == "sqlite":
+        assert first.endswith(f"database {env['TRACKER_DATA_DIR']}/tracker.db")
+    else:
+        assert first.endswith(env["TRACKER_DATABASE_URL"].split("@", 1)[1])
+        assert first.split("database ", 1)[1].startswith("postgresql://")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tests.processes import run_tracker
 
 
@@ -13,3 +15,5 @@ def test_the_demo_ends_with_every_message_final() -> None:
     assert "delivered" in result.stdout
     assert "failed" in result.stdout  # the sandbox's failing number
     assert "is not a Kenyan mobile" in result.stdout  # the invalid number, refused
+    assert "KEY=$(" in result.stdout  # the hints set $KEY, with the command as it was run
+    assert f"TRACKER_API_KEY=$KEY {sys.executable} -m tracker stats" in result.stdout

@@ -7,6 +7,7 @@ runs it, with TRACKER_URL and TRACKER_API_KEY in its environment.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,3 +186,92 @@ def test_errors_are_one_line_on_stderr_and_exit_2(
     assert expected in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+BOX_DRAWING = set("─━│┃┌┐└┘┏┓┗┛┡┩╇┳┻╋├┤┬┴┼")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_piped_tables_are_plain_text_with_full_ids(server: Server) -> None:
+    """Not a terminal: no box drawing, no colour, nothing cut, whatever COLUMNS says."""
+    message_id = sent_id(server, "0712345060", "piped", "--reference", "pipe-60")
+    for args in (
+        ("messages", "list", "--limit", "3"),
+        ("stats",),
+        ("messages", "show", message_id),
+    ):
+        done = tracker(server, *args, COLUMNS="40")
+        assert done.returncode == 0, done.stderr
+        assert not BOX_DRAWING & set(done.stdout), done.stdout
+        assert "\x1b[" not in done.stdout
+    listed = tracker(server, "messages", "list", "--reference", "pipe-60", COLUMNS="40").stdout
+    header, row = listed.splitlines()[:2]
+    assert header.split() == [
+        "created",
+        "(UTC)",
+        "id",
+        "to",
+        "status",
+        "parts",
+        "client",
+        "reference",
+    ]
+    assert row.split()[2:] == [message_id, "254712345060", "queued", "1", "billing", "pipe-60"]
+
+
+def test_tables_fit_an_80_column_terminal_with_full_ids(server: Server) -> None:
+    """On a terminal 80 wide, `messages list`, `stats` and `show` stay within it, ids whole."""
+    message_id = sent_id(server, "0712345061", "narrow")
+    terminal = {"COLUMNS": "80", "FORCE_COLOR": "1", "NO_COLOR": "1"}
+    for args in (
+        ("messages", "list", "--limit", "5"),
+        ("stats",),
+        ("messages", "show", message_id),
+    ):
+        done = tracker(server, *args, **terminal)
+        assert done.returncode == 0, done.stderr
+        lines = ANSI.sub("", done.stdout).splitlines()
+        table = [line for line in lines if not line.startswith("more: --cursor ")]  # copied whole
+        assert max(len(line) for line in table) <= 80, done.stdout
+        assert message_id in done.stdout or args == ("stats",)
+    assert BOX_DRAWING & set(done.stdout)  # a terminal still gets its tables
+
+
+def test_messages_show_of_something_else_says_it_is_not_a_message_id(server: Server) -> None:
+    """`messages show nope`: one line saying so, not the API's bare 404."""
+    done = tracker(server, "messages", "show", "nope")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: 'nope' is not a message id (a UUID, as `tracker messages list` shows)"
+    )
+
+
+def test_send_takes_validity_schedule_metadata_and_an_idempotency_key(server: Server) -> None:
+    """--valid-for, --send-at, --metadata reach the message; the same key twice is one message."""
+    send_at = "2030-01-01T08:00:00+03:00"
+    args = ("--valid-for", "2h", "--send-at", send_at, "--metadata", '{"order": 42}')
+    first = sent_id(server, "0712345070", "later", *args, "--idempotency-key", "op-70")
+    again = sent_id(server, "0712345070", "later", *args, "--idempotency-key", "op-70")
+    assert again == first
+    shown = json.loads(tracker(server, "messages", "show", first, "--json").stdout)
+    assert shown["metadata"] == {"order": 42}
+    assert shown["send_at"].startswith("2030-01-01T05:00:00")
+    assert shown["expires_at"].startswith("2030-01-01T07:00:00")
+    bad = tracker(server, "send", "--to", "0712345070", "--message", "x", "--metadata", "[1]")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: --metadata must be a JSON object")
+
+
+def test_send_csv_reads_semicolons_a_bom_and_refuses_empty_placeholders(server: Server) -> None:
+    """A spreadsheet's ';' and BOM work; a row with an empty {order} is refused by its line."""
+    path = server.workdir / "excel.csv"
+    rows = "to;order\n0712345080;A-1\n0712345081;\n0712345082;B-2\n"
+    path.write_bytes(("\ufeff" + rows).encode())
+    done = tracker(server, "send", "--csv", str(path), "--message", "your order {order} is ready")
+    assert done.returncode == 1, done.stderr
+    assert "accepted 2 of 3 rows, refused 1" in done.stdout
+    refused = [line.split() for line in done.stdout.splitlines() if "0712345081" in line]
+    assert refused == [["3", "0712345081", "message:", "column", "'order'", "is", "empty"]]
+    listed = tracker(server, "messages", "list", "--to", "0712345082", "--json")
+    [message] = json.loads(listed.stdout)["messages"]
+    assert message["status"] == "queued"

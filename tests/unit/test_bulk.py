@@ -21,14 +21,69 @@ def test_a_template_fills_each_column_and_keeps_doubled_braces() -> None:
 
 
 def test_rows_keep_their_file_line_numbers(tmp_path: Path) -> None:
-    """Line 1 is the header, so the first message is line 2; empty cells are empty text."""
+    """Line 1 is the header, so the first message is line 2; unused columns may be empty."""
     path = tmp_path / "people.csv"
-    path.write_text("to,name\n0712345678,Amina\n0712345679,\n", encoding="utf-8")
-    rows = bulk.read_rows(path, "Hi {name}")
+    path.write_text("to,name,note\n0712345678,Amina,\n0712345679,Baraka,x\n", encoding="utf-8")
+    rows, unfilled = bulk.read_rows(path, "Hi {name}")
     assert [(r.line, r.to, r.message) for r in rows] == [
         (2, "0712345678", "Hi Amina"),
-        (3, "0712345679", "Hi "),
+        (3, "0712345679", "Hi Baraka"),
     ]
+    assert unfilled == []
+
+
+def test_a_row_with_an_empty_placeholder_is_refused_with_its_line(tmp_path: Path) -> None:
+    """ "your order  is ready" is never sent: the row is refused, naming the empty column."""
+    path = tmp_path / "orders.csv"
+    path.write_text("to,order\n0712345678,A1\n0712345679, \n0712345680,B2\n", encoding="utf-8")
+    rows, unfilled = bulk.read_rows(path, "your order {order} is ready")
+    assert [r.line for r in rows] == [2, 4]
+    assert unfilled == [bulk.Refused(3, "0712345679", {"message": ["column 'order' is empty"]})]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_the_delimiter_is_read_from_the_file(tmp_path: Path, delimiter: str) -> None:
+    """Semicolon-, tab- and pipe-separated files work like comma-separated ones."""
+    path = tmp_path / "people.csv"
+    lines = [["to", "name"], ["0712345678", "Amina, Nairobi"], ["0712345679", "Baraka"]]
+    text = "\n".join(delimiter.join(f'"{v}"' if "," in v else v for v in row) for row in lines)
+    path.write_text(text + "\n", encoding="utf-8")
+    rows, _ = bulk.read_rows(path, "Hi {name}")
+    assert [(r.to, r.message) for r in rows] == [
+        ("0712345678", "Hi Amina, Nairobi"),
+        ("0712345679", "Hi Baraka"),
+    ]
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    """A spreadsheet's BOM before 'to' does not hide the column."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffto;name\n0712345678;Wanjirũ\n".encode())
+    rows, _ = bulk.read_rows(path, "Hi {name}")
+    assert [(r.to, r.message) for r in rows] == [("0712345678", "Hi Wanjirũ")]
+
+
+def test_a_one_column_file_needs_no_delimiter(tmp_path: Path) -> None:
+    """Only numbers: the sniffer has nothing to go on, and commas are assumed."""
+    path = tmp_path / "numbers.csv"
+    path.write_text("to\n0712345678\n0712345679\n", encoding="utf-8")
+    rows, _ = bulk.read_rows(path, "Hello")
+    assert [r.to for r in rows] == ["0712345678", "0712345679"]
+
+
+def test_the_run_id_makes_every_chunk_key(tmp_path: Path) -> None:
+    """The same run_id gives the same Idempotency-Keys, so a rerun queues nothing twice."""
+    seen: list[str] = []
+
+    def post(path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        seen.append(headers["Idempotency-Key"])
+        answer = {"messages": [{"id": str(n)} for n, _ in enumerate(body["messages"])]}
+        return httpx.Response(202, json=answer, request=httpx.Request("POST", path))
+
+    for _ in range(2):
+        bulk.send_rows(post, [bulk.Row(2, "1", "a"), bulk.Row(3, "2", "b")], {}, 1, run_id="r1")
+    assert seen[:2] == seen[2:]
+    assert all(key.startswith("r1-") for key in seen)
 
 
 def test_a_template_naming_a_missing_column_stops_the_run(tmp_path: Path) -> None:

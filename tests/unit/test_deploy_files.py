@@ -39,6 +39,7 @@ SHELL_OPERATORS = frozenset("();<>|&")
 VARIABLE = re.compile(r"\bTRACKER_[A-Z0-9_]+\b")
 # Placeholders for secret files in the compose trial (the files are not in git).
 SECRET_FILE_VALUES = {
+    "database_url": "postgresql://tracker:x@postgres:5432/tracker",
     "kimisms_client_secret": "sandbox-secret",
     "callback_secrets": "k1:" + "x" * 32,
 }
@@ -373,14 +374,43 @@ def load_settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
     return Settings.load()
 
 
-def kubernetes_env(root: Path, container: dict[str, Any], image: Image) -> dict[str, str]:
-    """A container's environment: image ENV, then envFrom, then env (secrets resolved)."""
-    objects = [doc for _, doc in kubernetes_objects(root)]
-    data = {
+def kubernetes_data(root: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(kind, name) -> the keys and values of every ConfigMap and Secret."""
+    return {
         (doc["kind"], doc["metadata"]["name"]): {**doc.get("data", {}), **doc.get("stringData", {})}
-        for doc in objects
+        for _, doc in kubernetes_objects(root)
         if doc["kind"] in {"ConfigMap", "Secret"}
     }
+
+
+def mounted_secret_files(
+    root: Path, spec: dict[str, Any], container: dict[str, Any]
+) -> dict[str, str]:
+    """path in the container -> value, for every file of every Secret volume it mounts."""
+    data = kubernetes_data(root)
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    return {
+        f"{mount['mountPath']}/{key}": value
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] in secrets
+        for key, value in data["Secret", secrets[mount["name"]]].items()
+    }
+
+
+def with_files_in(env: dict[str, str], files: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """Each TRACKER_*_FILE naming a mounted file points at a local copy of it instead."""
+    local = dict(env)
+    for name, path in env.items():
+        if name.endswith("_FILE") and path in files:
+            copy = tmp_path / name
+            copy.write_text(files[path], encoding="utf-8")
+            local[name] = str(copy)
+    return local
+
+
+def kubernetes_env(root: Path, container: dict[str, Any], image: Image) -> dict[str, str]:
+    """A container's environment: image ENV, then envFrom, then env (secrets resolved)."""
+    data = kubernetes_data(root)
     env = dict(image.env)
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -411,7 +441,10 @@ def test_every_kubernetes_object_is_complete() -> None:
     """Every Kubernetes document names its apiVersion, kind and metadata.name."""
     objects = kubernetes_objects(DEPLOY)
     kinds = {doc["kind"] for _, doc in objects}
-    assert {"ConfigMap", "Secret", "Job", "Deployment", "Service"} <= kinds
+    assert {
+        "ConfigMap", "Secret", "StatefulSet", "Deployment", "Service", "Ingress",
+        "NetworkPolicy", "PodDisruptionBudget",
+    } <= kinds  # fmt: skip
     for path, doc in objects:
         assert doc.get("apiVersion"), path.name
         assert doc["metadata"].get("name"), path.name
@@ -533,19 +566,22 @@ def test_the_compose_trial_reaches_the_sandbox_over_a_real_loopback() -> None:
 
 
 def test_every_kubernetes_workload_configuration_is_accepted_by_the_settings(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Each container's ConfigMap and Secret references resolve and pass validation."""
+    """Each container's ConfigMap and mounted secret files resolve and pass validation."""
     image = read_image(DEPLOY)
     containers = [
-        container
+        (spec, container)
         for _, document in kubernetes_objects(DEPLOY)
         for spec in pod_specs(document)
-        for container in spec["containers"]
+        for container in [*spec.get("initContainers", []), *spec["containers"]]
     ]
-    assert len(containers) == 3
-    for container in containers:
-        settings = load_settings_from(kubernetes_env(DEPLOY, container, image), monkeypatch)
+    assert len(containers) == 3  # the migration, the API, the dispatcher
+    for spec, container in containers:
+        files = mounted_secret_files(DEPLOY, spec, container)
+        env = with_files_in(kubernetes_env(DEPLOY, container, image), files, tmp_path)
+        settings = load_settings_from(env, monkeypatch)
+        assert settings.callback_secrets.get_secret_value(), container["name"]
         assert settings.public_url.startswith("https://"), container["name"]
         assert settings.kimisms_base_url.startswith("https://"), container["name"]
         assert not settings.is_sqlite, container["name"]
@@ -572,7 +608,7 @@ def test_probes_and_the_healthcheck_hit_real_routes_on_the_served_port(
         for spec in pod_specs(document)
         for container in spec["containers"]
         for key in ("startupProbe", "readinessProbe", "livenessProbe")
-        if (probe := container.get(key))
+        if "httpGet" in (probe := container.get(key) or {})
     ]
     # Started once the schema is current; kept ready through a database outage so the
     # callback receiver can spool (DESIGN.md invariant 2).
@@ -604,7 +640,9 @@ def test_item_7_systemd_holds_the_socket_and_serve_inherits_it() -> None:
 
 def test_item_7_kubernetes_api_pods_keep_accepting_until_the_service_drops_them() -> None:
     """The API pods sleep in preStop, and their grace period covers it and the drain."""
-    (api,) = [doc for path, doc in kubernetes_objects(DEPLOY) if path.name == "api-deployment.yaml"]
+    (api,) = [
+        doc for path, doc in kubernetes_objects(DEPLOY) if path.name == "api-statefulset.yaml"
+    ]
     spec = api["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     command = container["lifecycle"]["preStop"]["exec"]["command"]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -26,6 +26,8 @@ BATCH_PATH = "/v1/messages/batch"
 DEFAULT_CHUNK_SIZE = 1000
 TRANSPORT_RETRIES = 3
 RETRY_PAUSE_SECONDS = 1.0
+DELIMITERS = ",;\t|"
+SNIFF_CHARS = 64 * 1024
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _ITEM_ERROR = re.compile(r"messages\[([0-9]+)\]\.?(.*)")
 
@@ -72,25 +74,47 @@ def render(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(fill, template)
 
 
-def read_rows(path: Path, template: str, to_column: str = "to") -> list[Row]:
-    """Every data row of the file as a message; BulkError for a file that cannot work."""
+def read_rows(path: Path, template: str, to_column: str = "to") -> tuple[list[Row], list[Refused]]:
+    """The file's rows as messages, and the rows refused because a placeholder is empty.
+
+    The delimiter (``,`` ``;`` tab or ``|``) is read from the file; a UTF-8 BOM is
+    skipped. BulkError for a file that cannot work (unreadable, a column missing).
+    """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, dialect=_dialect(handle))
             columns = set(reader.fieldnames or ())
-            missing = [name for name in [to_column, *placeholders(template)] if name not in columns]
+            needed = placeholders(template)
+            missing = [name for name in [to_column, *needed] if name not in columns]
             if missing:
                 found = ", ".join(sorted(columns)) or "none"
                 raise BulkError(f"{path.name} has no column {missing[0]!r} (it has: {found})")
-            return [
-                Row(reader.line_num, values[to_column] or "", render(template, _text(values)))
-                for values in reader
-            ]
+            rows: list[Row] = []
+            unfilled: list[Refused] = []
+            for values in reader:
+                text, to = _text(values), values[to_column] or ""
+                empty = [name for name in dict.fromkeys(needed) if not text[name].strip()]
+                if empty:
+                    reason = [f"column {name!r} is empty" for name in empty]
+                    unfilled.append(Refused(reader.line_num, to, {"message": reason}))
+                else:
+                    rows.append(Row(reader.line_num, to, render(template, text)))
+            return rows, unfilled
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise BulkError(f"cannot read {path}: {exc}") from None
 
 
-def _text(values: dict[str, str | None]) -> dict[str, str]:
+def _dialect(handle: TextIO) -> type[csv.Dialect]:
+    """The file's dialect, guessed from its start; plain commas when it cannot tell."""
+    sample = handle.read(SNIFF_CHARS)
+    handle.seek(0)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS)
+    except csv.Error:  # one column, or nothing to go on
+        return csv.excel
+
+
+def _text(values: dict[str | None, str | None]) -> dict[str, str]:
     return {key: value or "" for key, value in values.items() if key is not None}
 
 
@@ -149,11 +173,17 @@ def send_rows(
     rows: list[Row],
     extra: dict[str, Any],
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
     on_chunk: Callable[[int], None] | None = None,
+    run_id: str | None = None,
 ) -> Outcome:
-    """Queue every row, chunk by chunk; ``on_chunk`` hears how many rows each one settled."""
+    """Queue every row, chunk by chunk; ``on_chunk`` hears how many rows each one settled.
+
+    Each chunk's Idempotency-Key derives from ``run_id``: the same run again with the
+    same ``run_id`` queues nothing twice.
+    """
     outcome = Outcome()
-    run_id = uuid.uuid4().hex[:12]
+    run_id = run_id or uuid.uuid4().hex[:12]
     for chunk in chunks(rows, chunk_size):
         send_chunk(post, chunk, extra, run_id, outcome)
         if on_chunk is not None:

@@ -3,13 +3,15 @@
 They talk to a running tracker (``--url`` / ``TRACKER_URL``) with an API key
 (``--key`` / ``TRACKER_API_KEY``), never to the database, so they work from any
 machine that can reach the service. Rich tables for people, ``--json`` for
-scripts. A failure is one line on stderr and exit status 2.
+scripts (tables are plain text in a pipe). A failure is one line on stderr and exit
+status 2.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +32,8 @@ from tracker.domain import headers, status
 Status = status.Status  # fields and options named ``status`` shadow the module
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
 TIMEOUT_SECONDS = 30.0
 EXIT_FAILED = 2
 EXIT_SOME_REFUSED = 1
@@ -104,6 +108,36 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+StatusFilter = Annotated[
+    list[Status] | None,
+    typer.Option(metavar="STATUS", help=f"One of {', '.join(Status)}; repeat for several."),
+]
+Priority = Annotated[
+    status.Priority,
+    typer.Option(help="high jumps the queue (OTPs); low waits for the rest."),
+]
+ChunkSize = Annotated[
+    int, typer.Option(min=1, max=10_000, help="Rows per batch request (with --csv).")
+]
+ValidFor = Annotated[
+    str | None,
+    typer.Option(help="Not sent after this long (from --send-at or now): 90s, 15m, 24h, 7d."),
+]
+SendAt = Annotated[
+    str | None, typer.Option(help="Not sent before this time: ISO 8601 with offset.")
+]
+Metadata = Annotated[
+    str | None, typer.Option(help="A JSON object kept with the message: '{\"order\": 42}'.")
+]
+IdempotencyKey = Annotated[
+    str | None,
+    typer.Option(
+        help="Run the same command with the same key again and nothing is queued twice "
+        "(default: a new key each run)."
+    ),
+]
+
+
 def send(
     *,
     message: Annotated[
@@ -113,36 +147,73 @@ def send(
     key: Key = "",
     to: Annotated[str | None, typer.Option(help="The recipient (any Kenyan form).")] = None,
     csv_file: Annotated[
-        Path | None, typer.Option("--csv", help="One message per row; needs a 'to' column.")
+        Path | None,
+        typer.Option("--csv", help="One message per row; needs a 'to' column (, ; tab or |)."),
     ] = None,
     sender_name: Annotated[str | None, typer.Option(help="An allowed sender id.")] = None,
-    priority: Annotated[status.Priority, typer.Option()] = status.Priority.NORMAL,
+    priority: Priority = status.Priority.NORMAL,
     reference: Annotated[str | None, typer.Option(help="Your own id (one message).")] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, max=10_000)] = bulk.DEFAULT_CHUNK_SIZE,
+    valid_for: ValidFor = None,
+    send_at: SendAt = None,
+    metadata: Metadata = None,
+    idempotency_key: IdempotencyKey = None,
+    chunk_size: ChunkSize = bulk.DEFAULT_CHUNK_SIZE,
     as_json: AsJson = False,
 ) -> None:
     """Queue one message (--to) or one per CSV row (--csv), through the API."""
-    extra: dict[str, Any] = {"priority": priority.value}
-    if sender_name:
-        extra["sender_name"] = sender_name
     with reported():
         if (to is None) == (csv_file is None):
             raise ApiError("give exactly one of --to and --csv")
+        extra = _extra(sender_name, priority, valid_for, send_at, metadata)
         api = Api(url, key)
+        run_key = idempotency_key or str(uuid.uuid4())  # a new run is a new send
         if to is not None:
-            _send_one(api, {"to": to, "message": message, "reference": reference, **extra}, as_json)
+            body = {"to": to, "message": message, "reference": reference, **extra}
+            _send_one(api, body, run_key, as_json)
             return
         assert csv_file is not None  # noqa: S101 - checked above
-        outcome = _send_csv(api, csv_file, message, extra, chunk_size)
+        outcome = _send_csv(api, csv_file, message, extra, chunk_size, run_key=run_key)
     views.print_bulk_outcome(out, outcome, as_json)
     if outcome.refused:
         raise typer.Exit(EXIT_SOME_REFUSED)
 
 
-def _send_one(api: Api, body: dict[str, Any], as_json: bool) -> None:
+def _extra(
+    sender_name: str | None,
+    priority: status.Priority,
+    valid_for: str | None,
+    send_at: str | None,
+    metadata: str | None,
+) -> dict[str, Any]:
+    """The fields every message of this command shares."""
+    extra: dict[str, Any] = {"priority": priority.value, "sender_name": sender_name or None}
+    extra["send_at"] = send_at
+    extra["valid_for"] = None if valid_for is None else duration_seconds(valid_for, "--valid-for")
+    if metadata is not None:
+        try:
+            extra["metadata"] = json.loads(metadata)
+        except ValueError:
+            extra["metadata"] = None
+        if not isinstance(extra["metadata"], dict):
+            raise ApiError("--metadata must be a JSON object, e.g. '{\"order\": 42}'")
+    return {name: value for name, value in extra.items() if value is not None}
+
+
+def duration_seconds(text: str, option: str) -> int:
+    """``90s``, ``15m``, ``24h``, ``7d`` or plain seconds (the API's valid_for is seconds).
+
+    The service parses its stats window itself (``ops.queries``); ``console`` imports
+    nothing of the service, so this small reading is its own.
+    """
+    found = _DURATION.fullmatch(text.strip().lower())
+    if found is None or int(found[1]) == 0:
+        raise ApiError(f"{option} must be like 90s, 15m, 24h, 7d or a number of seconds")
+    return int(found[1]) * DURATION_UNITS[found[2] or "s"]
+
+
+def _send_one(api: Api, body: dict[str, Any], run_key: str, as_json: bool) -> None:
     body = {k: v for k, v in body.items() if v is not None}
-    key = {headers.IDEMPOTENCY_KEY: str(uuid.uuid4())}  # a retry of this command is a new send
-    sent = api.json("POST", "/v1/messages", json=body, headers=key)
+    sent = api.json("POST", "/v1/messages", json=body, headers={headers.IDEMPOTENCY_KEY: run_key})
     if as_json:
         print_json(sent)
         return
@@ -153,38 +224,50 @@ def _send_one(api: Api, body: dict[str, Any], as_json: bool) -> None:
 
 
 def _send_csv(
-    api: Api, path: Path, template: str, extra: dict[str, Any], chunk_size: int
+    api: Api, path: Path, template: str, extra: dict[str, Any], chunk_size: int, *, run_key: str
 ) -> bulk.Outcome:
-    rows = bulk.read_rows(path, template)
+    rows, unfilled = bulk.read_rows(path, template)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"sending {path.name}", total=len(rows))
         try:
-            return bulk.send_rows(
+            outcome = bulk.send_rows(
                 api.post,
                 rows,
                 extra,
                 chunk_size,
                 on_chunk=lambda n: progress.advance(task, n),
+                run_id=run_key,
             )
         except httpx.TransportError as exc:
             raise ApiError(f"cannot reach the tracker at {api.url}: {exc}") from None
+    outcome.refused = sorted([*unfilled, *outcome.refused], key=lambda refused: refused.line)
+    return outcome
 
 
+# Over 40 lines: typer reads one annotated parameter per filter; the body is short.
 @messages_cli.command("list")
 def list_messages(
     *,
     url: Url = DEFAULT_URL,
     key: Key = "",
-    status: Annotated[list[Status] | None, typer.Option(help="Repeat for several.")] = None,
-    to: Annotated[str | None, typer.Option()] = None,
-    reference: Annotated[str | None, typer.Option()] = None,
-    sender_name: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[
+        list[Status] | None,
+        typer.Option(metavar="STATUS", help=f"One of {', '.join(Status)}; repeat for several."),
+    ] = None,
+    to: Annotated[str | None, typer.Option(help="Sent to this number (any Kenyan form).")] = None,
+    reference: Annotated[str | None, typer.Option(help="Sent with this reference.")] = None,
+    sender_name: Annotated[str | None, typer.Option(help="Sent under this sender id.")] = None,
     client: Annotated[str | None, typer.Option(help="Another client's (admin keys).")] = None,
-    provider_message_id: Annotated[str | None, typer.Option()] = None,
+    provider_message_id: Annotated[
+        str | None, typer.Option(help="KIMISMS's id of the message.")
+    ] = None,
     created_after: Annotated[str | None, typer.Option(help="ISO 8601, with offset.")] = None,
     created_before: Annotated[str | None, typer.Option(help="ISO 8601, with offset.")] = None,
-    overdue: Annotated[bool | None, typer.Option("--overdue/--not-overdue")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    overdue: Annotated[
+        bool | None,
+        typer.Option("--overdue/--not-overdue", help="Only pending ones past their report due."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Messages on the page.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of a previous page.")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -211,9 +294,9 @@ def _show_page(page: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(page)
         return
-    out.print(views.messages_table(page["messages"]))
-    if page["next_cursor"]:
-        out.print(f"more: --cursor {page['next_cursor']}", highlight=False)
+    views.show(out, views.messages_table(page["messages"], wide=views.is_wide(out)))
+    if page["next_cursor"]:  # one line whatever the width, so it can be copied
+        out.out(f"more: --cursor {page['next_cursor']}", highlight=False)
 
 
 def _present(params: dict[str, Any]) -> dict[str, Any]:
@@ -229,12 +312,17 @@ def show_message(
 ) -> None:
     """One message and its timeline: who said what, when."""
     with reported():
+        try:
+            uuid.UUID(message_id)
+        except ValueError:
+            raise ApiError(
+                f"{message_id!r} is not a message id (a UUID, as `tracker messages list` shows)"
+            ) from None
         found = Api(url, key).json("GET", f"/v1/messages/{message_id}")
     if as_json:
         print_json(found)
         return
-    out.print(views.message_table(found))
-    out.print(views.timeline_table(found["events"]))
+    views.show(out, views.message_table(found), views.timeline_table(found["events"]))
 
 
 def stats(
@@ -252,7 +340,7 @@ def stats(
     if as_json:
         print_json(found)
         return
-    out.print(views.stats_table(found))
+    views.show(out, views.stats_table(found))
 
 
 def watch(
@@ -271,7 +359,7 @@ def watch(
         api = Api(url, key)
         view = _snapshot(api, limit)
         if once:
-            out.print(view)
+            views.show(out, view)
             return
     with contextlib.suppress(KeyboardInterrupt), Live(view, console=out) as live:
         while True:
@@ -285,7 +373,7 @@ def watch(
 def _snapshot(api: Api, limit: int) -> Any:
     page = api.json("GET", "/v1/messages", params={"limit": limit})
     summary = api.json("GET", "/v1/stats", params={"window": "15m"})
-    return views.watch_view(page["messages"], summary)
+    return views.watch_view(page["messages"], summary, wide=views.is_wide(out))
 
 
 def register(cli: typer.Typer) -> None:

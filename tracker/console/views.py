@@ -1,4 +1,7 @@
-"""Rich renderings of API answers for the ops commands (``client.commands``)."""
+"""Renderings of API answers for the ops commands (``console.commands``).
+
+Rich tables on a terminal, readable at 80 columns; plain aligned text in a pipe.
+"""
 
 from __future__ import annotations
 
@@ -42,23 +45,62 @@ def status_text(item: Mapping[str, Any]) -> Text:
     return text
 
 
+WIDE_COLUMNS = 110  # below this a terminal gets the narrow messages table (80 fit)
+
+
+def is_wide(console: Console) -> bool:
+    """Room for every column: a wide terminal, or a pipe (which never wraps)."""
+    return not console.is_terminal or console.width >= WIDE_COLUMNS
+
+
 def messages_table(
-    items: Iterable[Mapping[str, Any]], title: str | None = None, *, compact: bool = False
+    items: Iterable[Mapping[str, Any]], title: str | None = None, *, wide: bool = True
 ) -> Table:
-    """Messages as rows; ``compact`` (for ``watch``) fits an 80-column terminal."""
-    table = Table(title=title, box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
-    wide = ("parts", "client", "reference")
-    for name in ("time (UTC)" if compact else "created (UTC)", "id", "to", "status"):
-        table.add_column(name, no_wrap=True)
-    for name in () if compact else wide:
+    """Messages as rows, full ids always; narrow (80 columns) drops parts, client, reference."""
+    table = Table(title=title, box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide)
+    table.add_column("created (UTC)" if wide else "created", no_wrap=True)
+    table.add_column("id", no_wrap=True, min_width=36)  # `messages show` needs all of it
+    table.add_column("to", no_wrap=True)
+    table.add_column("status", min_width=9)  # "delivered"; "overdue" wraps below it
+    for name in ("parts", "client", "reference") if wide else ():
         table.add_column(name)
     for item in items:
         created = when(item["created_at"])
-        row = [created[11:] if compact else created, item["id"], item["to"], status_text(item)]
-        if not compact:
+        row = [created if wide else created[5:16], item["id"], item["to"], status_text(item)]
+        if wide:
             row += [str(item["segments"]), item["client"], item.get("reference") or ""]
         table.add_row(*row)
     return table
+
+
+def show(console: Console, *renderables: Any) -> None:
+    """Print on a terminal as is; in a pipe plain: no box drawing, no wrapping, no colour."""
+    if console.is_terminal:
+        console.print(*renderables)
+        return
+    wide = Console(width=10_000, no_color=True, highlight=False, force_terminal=False)
+    with wide.capture() as captured:
+        for renderable in renderables:
+            caption = renderable.caption if isinstance(renderable, Table) else None
+            if caption is not None:  # under the table, not wrapped to its width
+                renderable.caption = None
+            wide.print(_unboxed(renderable))
+            if caption is not None:
+                wide.print(caption)
+    for line in captured.get().splitlines():
+        console.out(line.rstrip(), highlight=False)
+
+
+def _unboxed(renderable: Any) -> Any:
+    if isinstance(renderable, Group):
+        for part in renderable.renderables:
+            _unboxed(part)
+    if isinstance(renderable, Table):
+        renderable.box = None
+        renderable.show_edge = False
+        renderable.pad_edge = False
+        renderable.title_justify = "left"
+    return renderable
 
 
 MESSAGE_FIELDS = (
@@ -103,10 +145,11 @@ def stats_table(stats: Mapping[str, Any]) -> Table:
     table = Table(
         show_header=False,
         title=f"stats for {stats['client'] or 'all clients'}",
-        caption=f"created {when(stats['since'])} to {when(stats['until'])} UTC",
     )
     table.add_column("what", style="bold")
     table.add_column("value")
+    table.add_row("created from (UTC)", when(stats["since"]))
+    table.add_row("created to (UTC)", when(stats["until"]))
     for status, count in stats["counts"].items():
         table.add_row(Text(status, style=STATUS_STYLES.get(status, "")), f"{count:,}")
     rate = stats["delivery_rate"]
@@ -127,14 +170,17 @@ def stats_table(stats: Mapping[str, Any]) -> Table:
     return table
 
 
-def watch_view(items: list[Mapping[str, Any]], stats: Mapping[str, Any]) -> Group:
+def watch_view(
+    items: list[Mapping[str, Any]], stats: Mapping[str, Any], *, wide: bool = False
+) -> Group:
     counts = ", ".join(f"{k} {v}" for k, v in stats["counts"].items() if v)
     queue = stats["queue"]
     line = Text(
         f"last 15 min: {counts or 'nothing'} | queue {queue['depth']} due, "
         f"drains in {_seconds(queue['drain_seconds'])} | overdue {stats['overdue']}"
     )
-    return Group(line, messages_table(items, title=f"latest {len(items)} messages", compact=True))
+    title = f"latest {len(items)} messages"
+    return Group(line, messages_table(items, title=title, wide=wide))
 
 
 def print_bulk_outcome(console: Console, outcome: bulk.Outcome, as_json: bool) -> None:
@@ -146,8 +192,9 @@ def print_bulk_outcome(console: Console, outcome: bulk.Outcome, as_json: bool) -
         console.out(json.dumps(data, indent=2, ensure_ascii=False), highlight=False)
         return
     total = len(outcome.accepted) + len(outcome.refused)
-    console.print(
-        f"accepted {len(outcome.accepted)} of {total} rows, refused {len(outcome.refused)}"
+    console.out(
+        f"accepted {len(outcome.accepted)} of {total} rows, refused {len(outcome.refused)}",
+        highlight=False,
     )
     if not outcome.refused:
         return
@@ -157,6 +204,6 @@ def print_bulk_outcome(console: Console, outcome: bulk.Outcome, as_json: bool) -
     for refused in outcome.refused[:MAX_REFUSED_SHOWN]:
         reasons = "; ".join(f"{k}: {', '.join(v)}" for k, v in refused.errors.items())
         table.add_row(str(refused.line), refused.to, reasons)
-    console.print(table)
+    show(console, table)
     if len(outcome.refused) > MAX_REFUSED_SHOWN:
-        console.print(f"... and {len(outcome.refused) - MAX_REFUSED_SHOWN} more (--json lists all)")
+        console.out(f"... and {len(outcome.refused) - MAX_REFUSED_SHOWN} more (--json lists all)")
