@@ -1,0 +1,157 @@
+"""The overview's numbers: /v1/stats' own query, the failure breakdowns and the tiles' links."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker import clock
+from tracker.domain import status
+from tracker.ops import queries
+from tracker.settings import Settings
+
+Status = status.Status
+WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7),
+           "30d": dt.timedelta(days=30)}  # fmt: skip
+DEFAULT_WINDOW = "24h"
+# A window whose failed share of final messages passes this is flagged.
+FAILURE_RATE_THRESHOLD = 0.05
+BREAKDOWN_ROWS = 10
+MESSAGES_PATH = "/dashboard/messages"
+NONE = "\N{EN DASH}"  # a tile with nothing to show yet
+
+
+@dataclass(frozen=True)
+class Tile:
+    label: str
+    value: str
+    href: str
+    name: str  # stable, for tests and styling
+
+
+@dataclass(frozen=True)
+class Overview:
+    window: str
+    stats: queries.Stats
+    tiles: list[Tile]
+    failure_rate: float | None
+    flagged: bool
+    by_description: list[tuple[str, int]]
+    by_network: list[tuple[str, int]]
+    by_client: list[tuple[str, dict[str, int]]]  # admin over every client only
+
+
+def messages_link(**filters: Any) -> str:
+    """The message list filtered so; lists (status) repeat their parameter."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in filters.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        pairs.extend((name, str(v)) for v in values if v is not None)
+    return f"{MESSAGES_PATH}?{urlencode(pairs)}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return NONE
+    if value < 120:  # noqa: PLR2004 - under two minutes reads best in seconds
+        return f"{value:.0f} s"
+    return f"{value / 60:.0f} min" if value < 7200 else f"{value / 3600:.1f} h"  # noqa: PLR2004
+
+
+def _percent(value: float | None) -> str:
+    return NONE if value is None else f"{value * 100:.1f} %"
+
+
+def tiles(found: queries.Stats, client: str | None) -> list[Tile]:
+    """The tiles in the issue's order, each linking to the rows behind it."""
+    since = found.since.isoformat()
+    window = {"created_after": since, "client": client}
+    counts = found.counts
+    made = [Tile("Accepted", str(found.total), messages_link(**window), "accepted")]
+    for name in (Status.DELIVERED, Status.FAILED, Status.REJECTED, Status.EXPIRED):
+        href = messages_link(status=name.value, **window)
+        made.append(Tile(name.value.capitalize(), str(counts[name.value]), href, name.value))
+    final = messages_link(status=[Status.DELIVERED.value, Status.FAILED.value], **window)
+    queue, queued = found.queue, messages_link(status=list(status.DUE_STATUSES), client=client)
+    overdue = messages_link(overdue="true", client=client)
+    provider = messages_link(status=[Status.QUEUED.value, Status.SENDING.value], client=client)
+    made += [
+        Tile("Delivery rate", _percent(found.delivery_rate), final, "delivery_rate"),
+        Tile("Units billed", str(found.units_billed), messages_link(**window), "units_billed"),
+        Tile("Queue depth", str(queue.depth), queued, "queue_depth"),
+        Tile("Drain time", _seconds(queue.drain_seconds), queued, "drain_time"),
+        Tile("Oldest queued", _seconds(queue.oldest_queued_age_seconds), queued, "oldest"),
+        Tile("Overdue", str(found.overdue), overdue, "overdue"),
+        Tile("Provider 429s", str(found.provider_rate_limited), provider, "rate_limited"),
+        Tile("Provider errors", str(found.provider_errors), provider, "provider_errors"),
+    ]
+    return made
+
+
+def failure_rate(found: queries.Stats) -> float | None:
+    """failed / (delivered + failed): the complement of the delivery rate."""
+    rate = found.delivery_rate
+    return None if rate is None else 1 - rate
+
+
+async def breakdown(
+    session: AsyncSession, column: Any, since: dt.datetime, client: str | None
+) -> list[tuple[str, int]]:
+    """Failed messages of the window by ``column``, most first."""
+    m = queries.MESSAGES.c
+    scoped = [] if client is None else [m.client == client]
+    rows = await session.execute(
+        select(func.coalesce(column, "(none)"), func.count())
+        .where(m.status == Status.FAILED.value, m.created_at >= since, *scoped)
+        .group_by(column)
+        .order_by(func.count().desc())
+        .limit(BREAKDOWN_ROWS)
+    )
+    return [(str(name), int(count)) for name, count in rows]
+
+
+async def per_client(session: AsyncSession, since: dt.datetime) -> list[tuple[str, dict[str, int]]]:
+    """Every client's messages of the window by status (admin keys)."""
+    m = queries.MESSAGES.c
+    rows = await session.execute(
+        select(m.client, m.status, func.count())
+        .where(m.created_at >= since)
+        .group_by(m.client, m.status)
+        .order_by(m.client)
+    )
+    found: dict[str, dict[str, int]] = {}
+    for name, state, count in rows:
+        found.setdefault(name, dict.fromkeys((s.value for s in Status), 0))[state] = count
+    return list(found.items())
+
+
+async def build(
+    session: AsyncSession, settings: Settings, window: str, client: str | None, *, admin: bool
+) -> Overview:
+    """Everything the overview shows for one client (or every one, for admin)."""
+    now = clock.utcnow()
+    found = await queries.stats(
+        session,
+        window=WINDOWS[window],
+        now=now,
+        overdue_after=dt.timedelta(seconds=settings.dlr_overdue_seconds),
+        rate_per_minute=settings.rate_limit_per_minute,
+        client=client,
+    )
+    m = queries.MESSAGES.c
+    rate = failure_rate(found)
+    return Overview(
+        window=window,
+        stats=found,
+        tiles=tiles(found, client),
+        failure_rate=rate,
+        flagged=rate is not None and rate > FAILURE_RATE_THRESHOLD,
+        by_description=await breakdown(session, m.provider_description, found.since, client),
+        by_network=await breakdown(session, m.network, found.since, client),
+        by_client=await per_client(session, found.since) if admin and client is None else [],
+    )
