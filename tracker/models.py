@@ -350,3 +350,35 @@ class WebhookAttempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)  # the first 1 KiB
 
     __table_args__ = (Index("ix_webhook_attempts_delivery_id", "delivery_id", "id"),)
+
+
+class MessageCount(Base):
+    """Messages by client, creation hour and current status, with their billed units (#16).
+
+    Triggers on ``messages`` append a ``MessageCountDelta`` in the transaction of
+    every insert and status change; ``dashboard.counts.fold`` adds them in here.
+    The dashboard's charts and tiles sum both, so they never scan messages.
+    """
+
+    __tablename__ = "message_counts"
+
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)  # created_at, to the hour
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger)
+    units: Mapped[int] = mapped_column(BigInteger)  # segments the provider took
+
+
+class MessageCountDelta(Base):
+    """One change to a ``MessageCount`` not yet folded in (insert-only: no row locks)."""
+
+    __tablename__ = "message_count_deltas"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64))
+    hour: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    messages: Mapped[int] = mapped_column(Integer)
+    units: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_message_count_deltas_hour", "hour"),)

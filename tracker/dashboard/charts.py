@@ -1,8 +1,8 @@
 """The overview's charts: per-bucket counts, delivery rate and time to delivery, as JSON.
 
-Buckets are hours (days for 7 d and 30 d). This reads the window's messages
-(newest first, at most ``SAMPLE_ROWS``); a per-bucket count table kept by a
-trigger, so that 30-day charts never read messages, is the next step (#16).
+Buckets are hours (days for 7 d and 30 d). Counts come from the per-hour
+counts (``counts``), never from messages; time to delivery reads the window's
+delivered messages (newest first, at most ``SAMPLE_ROWS``, by the status index).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tracker import clock
-from tracker.dashboard import access, overview, pages
+from tracker.dashboard import access, counts, overview, pages
 from tracker.domain import status
 from tracker.ops import queries
 from tracker.services import services_of
@@ -24,6 +24,8 @@ from tracker.services import services_of
 SAMPLE_ROWS = 200_000
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
+DELIVERED = status.Status.DELIVERED.value
+FAILED = status.Status.FAILED.value
 
 
 def bucket_size(window: dt.timedelta) -> dt.timedelta:
@@ -36,32 +38,41 @@ def bucket_of(moment: dt.datetime, size: dt.timedelta) -> dt.datetime:
     return start.replace(hour=0) if size == DAY else start
 
 
-def series(rows: list[Any], since: dt.datetime, now: dt.datetime) -> dict[str, list[Any]]:
-    """uPlot's columns: bucket starts (Unix s), created, delivered, failed, rate, p50, p95."""
-    size = bucket_size(now - since)
-    counts: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    waits: dict[dt.datetime, list[float]] = defaultdict(list)
-    for created, state, final in rows:
-        slot = bucket_of(created, size)
-        counts[slot]["created"] += 1
-        counts[slot][state] += 1
-        if state == status.Status.DELIVERED.value and final is not None:
-            waits[slot].append((final - created).total_seconds())
+def _slots(since: dt.datetime, now: dt.datetime, size: dt.timedelta) -> list[dt.datetime]:
     slots, slot = [], bucket_of(since, size)
     while slot <= now:
         slots.append(slot)
         slot += size
+    return slots
+
+
+def series(
+    buckets: list[tuple[dt.datetime, str, int]],
+    delivered: list[Any],
+    since: dt.datetime,
+    now: dt.datetime,
+) -> dict[str, list[Any]]:
+    """uPlot's columns: bucket starts (Unix s), sent, delivered, failed, rate, p50, p95."""
+    size = bucket_size(now - since)
+    counts: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for hour, state, count in buckets:
+        slot = bucket_of(hour, size)
+        counts[slot]["sent"] += count
+        counts[slot][state] += count
+    waits: dict[dt.datetime, list[float]] = defaultdict(list)
+    for created, final in delivered:
+        waits[bucket_of(created, size)].append((final - created).total_seconds())
     out: dict[str, list[Any]] = {k: [] for k in ("t", "sent", "delivered", "failed", "rate")}
     out |= {"p50": [], "p95": []}
-    for slot in slots:
+    for slot in _slots(since, now, size):
         got = counts.get(slot, {})
-        delivered, failed = got.get("delivered", 0), got.get("failed", 0)
+        done, failed = got.get(DELIVERED, 0), got.get(FAILED, 0)
         ordered = sorted(waits.get(slot, []))
         out["t"].append(int(slot.timestamp()))
-        out["sent"].append(got.get("created", 0))
-        out["delivered"].append(delivered)
+        out["sent"].append(got.get("sent", 0))
+        out["delivered"].append(done)
         out["failed"].append(failed)
-        out["rate"].append(delivered / (delivered + failed) if delivered + failed else None)
+        out["rate"].append(done / (done + failed) if done + failed else None)
         out["p50"].append(queries.percentile(ordered, 0.5) if ordered else None)
         out["p95"].append(queries.percentile(ordered, 0.95) if ordered else None)
     return out
@@ -73,16 +84,18 @@ async def data(request: Request) -> Response:
     window = overview.WINDOWS.get(request.query_params.get("window", ""), overview.WINDOWS["24h"])
     client = access.visible_client(viewer, request.query_params.get("client"))
     now = clock.utcnow()
+    since = now - window
     m = queries.MESSAGES.c
     scoped = [] if client is None else [m.client == client]
-    query = (
-        select(m.created_at, m.status, m.final_at)
-        .where(m.created_at >= now - window, *scoped)
+    delivered = (
+        select(m.created_at, m.final_at)
+        .where(m.status == DELIVERED, m.created_at >= since, m.final_at.is_not(None), *scoped)
         .order_by(m.created_at.desc())
         .limit(SAMPLE_ROWS)
     )
     async with services_of(request).database.read() as db_session:
-        rows = list(await db_session.execute(query))
-    response = JSONResponse(series(rows, now - window, now))
+        buckets = await counts.per_bucket(db_session, since, client)
+        waits = list(await db_session.execute(delivered))
+    response = JSONResponse(series(buckets, waits, since, now))
     response.headers["Cache-Control"] = "no-store"
     return pages.secure(response)

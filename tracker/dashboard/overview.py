@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock
+from tracker.dashboard import counts
 from tracker.domain import status
 from tracker.ops import queries
 from tracker.settings import Settings
@@ -115,34 +116,43 @@ async def breakdown(
     return [(str(name), int(count)) for name, count in rows]
 
 
-async def per_client(session: AsyncSession, since: dt.datetime) -> list[tuple[str, dict[str, int]]]:
+def per_client(counted: counts.Counted) -> list[tuple[str, dict[str, int]]]:
     """Every client's messages of the window by status (admin keys)."""
-    m = queries.MESSAGES.c
-    rows = await session.execute(
-        select(m.client, m.status, func.count())
-        .where(m.created_at >= since)
-        .group_by(m.client, m.status)
-        .order_by(m.client)
-    )
     found: dict[str, dict[str, int]] = {}
-    for name, state, count in rows:
+    for (name, state), count in sorted(counted.messages.items()):
         found.setdefault(name, dict.fromkeys((s.value for s in Status), 0))[state] = count
     return list(found.items())
+
+
+async def stats(
+    session: AsyncSession, settings: Settings, window: dt.timedelta, client: str | None
+) -> tuple[queries.Stats, counts.Counted]:
+    """/v1/stats' numbers, with the counts and units from the per-hour counts."""
+    now = clock.utcnow()
+    since = now - window
+    counted = await counts.window(session, since, client)
+    limited, failed = await queries.provider_trouble(session, since, client)
+    overdue_cutoff = now - dt.timedelta(seconds=settings.dlr_overdue_seconds)
+    found = queries.Stats(
+        since=since,
+        until=now,
+        client=client,
+        counts=counted.by_status(),
+        units_billed=sum(counted.units.values()),
+        time_to_delivery=await queries.time_to_delivery(session, since, client),
+        overdue=await queries.overdue_count(session, overdue_cutoff, client),
+        queue=await queries.queue_snapshot(session, now, settings.rate_limit_per_minute, client),
+        provider_rate_limited=limited,
+        provider_errors=failed,
+    )
+    return found, counted
 
 
 async def build(
     session: AsyncSession, settings: Settings, window: str, client: str | None, *, admin: bool
 ) -> Overview:
     """Everything the overview shows for one client (or every one, for admin)."""
-    now = clock.utcnow()
-    found = await queries.stats(
-        session,
-        window=WINDOWS[window],
-        now=now,
-        overdue_after=dt.timedelta(seconds=settings.dlr_overdue_seconds),
-        rate_per_minute=settings.rate_limit_per_minute,
-        client=client,
-    )
+    found, counted = await stats(session, settings, WINDOWS[window], client)
     m = queries.MESSAGES.c
     rate = failure_rate(found)
     return Overview(
@@ -153,5 +163,5 @@ async def build(
         flagged=rate is not None and rate > FAILURE_RATE_THRESHOLD,
         by_description=await breakdown(session, m.provider_description, found.since, client),
         by_network=await breakdown(session, m.network, found.since, client),
-        by_client=await per_client(session, found.since) if admin and client is None else [],
+        by_client=per_client(counted) if admin and client is None else [],
     )

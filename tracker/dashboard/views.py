@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from tracker import auth, clock, errors, logs, web
-from tracker.dashboard import access, charts, listing, overview, pages, session
+from tracker.dashboard import access, charts, counts, listing, overview, pages, session
 from tracker.ops import queries
 from tracker.sending import schemas, store
 from tracker.services import services_of
@@ -92,6 +92,7 @@ async def _overview(request: Request, template: str) -> Response:
     window = _window(request)
     client = access.visible_client(viewer, request.query_params.get("client"))
     services = services_of(request)
+    await counts.fold(services.database)
     async with services.database.read() as db_session:
         found = await overview.build(
             db_session, services.settings, window, client, admin=viewer.is_admin
