@@ -157,3 +157,46 @@ async def test_the_api_docs_render_in_swagger_ui(
     assert await page.locator(".opblock-summary-path").count() >= operations
     await watched.screenshot("docs")
     await watched.assert_clean()
+
+
+# The sandbox's magic numbers (tracker.sandbox.faults) beside ordinary ones: a real mix.
+DEMO_NUMBERS = {
+    "billing": ["0712345601", "0712345602", "0700000510", "0712345603", "0700000502"],
+    "otp": ["0712345604", "0712345605", "0712345606", "0700000513", "0700000511", "0712345607"],
+}
+
+
+async def test_an_admin_overview_of_a_real_run(
+    make_settings: SettingsFactory,
+    database_url: str,
+    database: db.Database,
+    make_key: Callable[..., Any],
+    watched: Watched,
+) -> None:
+    """Messages of two clients through the real loop: the admin's tiles equal /v1/stats,
+    with a per-client table; the screenshot is the README's (docs/dashboard.png)."""
+    config = sandbox_config(callback_delay_seconds=0.05, failure_ratio=0.0)
+    with loop(make_settings, database_url, config) as (settings, _sandbox):
+        base = settings.public_url
+        keys = {name: await make_key(name, "send,read") for name in DEMO_NUMBERS}
+        admin = await make_key("ops", "admin")
+        async with dispatching(settings, database):
+            for name, numbers in DEMO_NUMBERS.items():
+                for number in numbers * 3:
+                    await send(base, keys[name], number)
+            page = watched.page
+            await log_in(page, base, admin)
+            await expect(page.locator("#by-client tbody tr")).to_have_count(2, timeout=20_000)
+            await expect(page.locator("[data-tile=queue_depth] .value")).to_have_text(
+                "0", timeout=20_000
+            )
+            await expect(page.locator("[data-tile=delivered] .value")).to_have_text(
+                "24", timeout=20_000
+            )
+        stats = await get_json(f"{base}/v1/stats", admin)
+        expected = support.expected_tiles(stats)
+        shown = await shown_tiles(page)
+        assert {name: shown[name] for name in expected} == expected
+        await expect(page.locator("#charts")).to_have_attribute("data-drawn", "25")
+        await watched.screenshot("overview-demo")
+        await watched.assert_clean()
