@@ -353,20 +353,23 @@ class WebhookAttempt(Base):
 
 
 class MessageCount(Base):
-    """Messages by client, creation hour and current status, with their billed units (#16).
+    """Per client and hour, how many messages have each fact, with their billed units (#16).
 
-    Triggers on ``messages`` append a ``MessageCountDelta`` in the transaction of
-    every insert and status change; ``dashboard.counts.fold`` adds them in here.
-    The dashboard's charts and tiles sum both, so they never scan messages.
+    Facts (``kind``/``label``): ``status``/its status (by creation hour), ``ttd``/a
+    time-to-delivery bin, ``failed_description`` and ``failed_network``, and
+    ``provider``/``rate_limited`` or ``error`` (by the attempt's hour). Triggers
+    (migration 0005) append ``MessageCountDelta`` rows in the transaction of every
+    change; ``dashboard.counts.fold`` adds them in here; readers sum both.
     """
 
     __tablename__ = "message_counts"
 
     client: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)  # created_at, to the hour
-    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24), primary_key=True)
+    label: Mapped[str] = mapped_column(String(255), primary_key=True)
     messages: Mapped[int] = mapped_column(BigInteger)
-    units: Mapped[int] = mapped_column(BigInteger)  # segments the provider took
+    units: Mapped[int] = mapped_column(BigInteger)  # segments the provider took (status rows)
 
 
 class MessageCountDelta(Base):
@@ -377,8 +380,7 @@ class MessageCountDelta(Base):
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     client: Mapped[str] = mapped_column(String(64))
     hour: Mapped[dt.datetime]
-    status: Mapped[str] = mapped_column(String(16))
-    messages: Mapped[int] = mapped_column(Integer)
-    units: Mapped[int] = mapped_column(Integer)
-
-    __table_args__ = (Index("ix_message_count_deltas_hour", "hour"),)
+    kind: Mapped[str] = mapped_column(String(24))
+    label: Mapped[str] = mapped_column(String(255))
+    messages: Mapped[int] = mapped_column(BigInteger)
+    units: Mapped[int] = mapped_column(BigInteger)

@@ -40,9 +40,48 @@ async def truth(database: db.Database) -> tuple[dict[tuple[str, str], int], dict
     return found, units
 
 
-async def counted(database: db.Database) -> counts.Counted:
+async def counted(database: db.Database) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """The counts' view of the same: statuses by client, and units by client."""
     async with database.read() as session:
-        return await counts.window(session, clock.utcnow() - dt.timedelta(days=2))
+        facts = await counts.window(session, clock.utcnow() - dt.timedelta(days=2))
+    statuses = {
+        (c, label): n for (c, kind, label), (n, _u) in facts.rows.items() if kind == "status"
+    }
+    units: dict[str, int] = {}
+    for (client, kind, _label), (_n, segments) in facts.rows.items():
+        if kind == "status":
+            units[client] = units.get(client, 0) + segments
+    return statuses, units
+
+
+async def other_facts(database: db.Database) -> dict[str, dict[str, int]]:
+    """Failures by description, deliveries by bin and attempts by outcome, from the counts."""
+    async with database.read() as session:
+        facts = await counts.window(session, clock.utcnow() - dt.timedelta(days=2))
+    kinds = ("failed_description", "failed_network", "ttd", "provider")
+    return {kind: facts.labels(kind) for kind in kinds}
+
+
+async def other_truth(database: db.Database) -> dict[str, dict[str, int]]:
+    """The same facts read from messages and events."""
+    m, e = models.Message, models.MessageEvent
+    found: dict[str, dict[str, int]] = {"failed_description": {}, "failed_network": {},
+                                        "ttd": {}, "provider": {}}  # fmt: skip
+    async with database.read() as session:
+        for row in await session.scalars(select(m)):
+            if row.status == "failed":
+                for kind, value in (("failed_description", row.provider_description),
+                                    ("failed_network", row.network)):  # fmt: skip
+                    label = value or counts.NONE_LABEL
+                    found[kind][label] = found[kind].get(label, 0) + 1
+            if row.status == "delivered" and row.final_at is not None:
+                label = str(counts.delivery_bin((row.final_at - row.created_at).total_seconds()))
+                found["ttd"][label] = found["ttd"].get(label, 0) + 1
+        for outcome in await session.scalars(select(e.outcome).where(e.outcome.is_not(None))):
+            label = "rate_limited" if outcome == "rate_limited" else "error"
+            if outcome == "rate_limited" or outcome in queries.ERROR_OUTCOMES:
+                found["provider"][label] = found["provider"].get(label, 0) + 1
+    return found
 
 
 async def test_counts_follow_every_status_change_of_the_real_loop(
@@ -67,11 +106,13 @@ async def test_counts_follow_every_status_change_of_the_real_loop(
         assert all(is_final(row) for row in rows)
     expected, units = await truth(database)
     assert {s for _c, s in expected} >= {"delivered", "failed", "cancelled"}
-    before = await counted(database)
-    assert (before.messages, before.units) == (expected, units)
+    assert await counted(database) == (expected, units)
+    others = await other_truth(database)
+    assert others["provider"]["error"] >= 2  # the 500-once numbers
+    assert await other_facts(database) == others
     await counts.fold(database)
-    after = await counted(database)
-    assert (after.messages, after.units) == (expected, units)
+    assert await counted(database) == (expected, units)
+    assert await other_facts(database) == others
     async with database.read() as session:
         assert await session.scalar(select(func.count()).select_from(counts.DELTAS)) == 0
 
@@ -92,7 +133,7 @@ async def test_a_window_starting_mid_hour_counts_exactly_its_messages(
     async with database.read() as session:
         found = await counts.window(session, start, "app")
     assert found.by_status()["delivered"] == 4
-    assert found.units == {"app": 4}
+    assert found.units() == 4
 
 
 def _message(created: dt.datetime, state: Status) -> models.Message:
@@ -120,9 +161,14 @@ async def test_the_overview_numbers_agree_with_v1_stats(
     settings = make_settings(database_url=database_url)
     for name, window in overview.WINDOWS.items():
         async with database.read() as session:
-            ours, _counted = await overview.stats(session, settings, window, None)
+            ours, _facts = await overview.stats(session, settings, window, None)
             theirs = await queries.stats(
                 session, window=window, now=ours.until, overdue_after=dt.timedelta(days=1),
                 rate_per_minute=settings.rate_limit_per_minute,
             )  # fmt: skip
         assert (ours.counts, ours.units_billed) == (theirs.counts, theirs.units_billed), name
+        assert ours.time_to_delivery.count == theirs.time_to_delivery.count
+        assert (ours.provider_rate_limited, ours.provider_errors) == (
+            theirs.provider_rate_limited,
+            theirs.provider_errors,
+        )

@@ -1,29 +1,20 @@
-"""Per-hour message counts (migration 0005): folding the triggers' deltas, and reading them.
+"""Per-hour counts (migration 0005): folding the triggers' deltas, and reading a window.
 
-A window's numbers are the counts of its whole hours (counts plus deltas not
-yet folded, summed in one statement, so one snapshot) and, for the window's
-first partial hour only, a count of those messages themselves. The result is
-exactly what /v1/stats' scan of the window gives, at the cost of one hour's rows.
+A window's facts are those of its whole hours (counts plus deltas not yet
+folded, summed in one statement, so one snapshot) and, for its first partial
+hour only, the same facts read from messages and events themselves. Counts and
+units then equal /v1/stats' scan exactly, at the cost of one hour's rows.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import (
-    ColumnElement,
-    Subquery,
-    Table,
-    case,
-    func,
-    literal,
-    or_,
-    select,
-    text,
-    union_all,
-)
+from sqlalchemy import ColumnElement, Subquery, Table, case, func, or_, select, text, union_all
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,30 +25,82 @@ from tracker.ops import queries
 COUNTS: Table = models.MessageCount.__table__  # type: ignore[assignment]
 DELTAS: Table = models.MessageCountDelta.__table__  # type: ignore[assignment]
 HOUR = dt.timedelta(hours=1)
+# Migration 0005's bins (seconds): bin i is [EDGES[i], EDGES[i + 1]), the last one open.
+DELIVERY_EDGES = (
+    0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 180, 240,
+    300, 400, 500, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600, 43200,
+    86400,
+)  # fmt: skip
+NONE_LABEL = "(none)"
 FOLD_LOCK = 160_016  # pg advisory lock: one folder at a time (#16)
+KEY = ("client", "hour", "kind", "label")
 # PostgreSQL: one statement, so a delta committed meanwhile is either moved or left.
 POSTGRESQL_FOLD = text("""
-WITH moved AS (DELETE FROM message_count_deltas RETURNING client, hour, status, messages, units)
-INSERT INTO message_counts (client, hour, status, messages, units)
-SELECT client, hour, status, sum(messages), sum(units) FROM moved GROUP BY client, hour, status
-ON CONFLICT (client, hour, status) DO UPDATE
+WITH moved AS (
+    DELETE FROM message_count_deltas RETURNING client, hour, kind, label, messages, units
+)
+INSERT INTO message_counts (client, hour, kind, label, messages, units)
+SELECT client, hour, kind, label, sum(messages), sum(units) FROM moved
+GROUP BY client, hour, kind, label
+ON CONFLICT (client, hour, kind, label) DO UPDATE
 SET messages = message_counts.messages + excluded.messages,
     units = message_counts.units + excluded.units
 """)
+Fact = tuple[str, str, str]  # (client, kind, label)
 
 
 @dataclass(frozen=True)
-class Counted:
-    """Messages created in a window by (client, status), and their billed units by client."""
+class Facts:
+    """A window's facts: (client, kind, label) -> [messages, units]."""
 
-    messages: dict[tuple[str, str], int]
-    units: dict[str, int]
+    rows: dict[Fact, list[int]]
+
+    def labels(self, kind: str) -> dict[str, int]:
+        found: dict[str, int] = defaultdict(int)
+        for (_client, each, label), (count, _units) in self.rows.items():
+            if each == kind:
+                found[label] += count
+        return dict(found)
 
     def by_status(self) -> dict[str, int]:
-        found = dict.fromkeys((s.value for s in status.Status), 0)
-        for (_client, state), count in self.messages.items():
-            found[state] = found.get(state, 0) + count
-        return found
+        return dict.fromkeys((s.value for s in status.Status), 0) | self.labels("status")
+
+    def units(self) -> int:
+        return sum(u for (_c, kind, _l), (_n, u) in self.rows.items() if kind == "status")
+
+    def per_client(self) -> list[tuple[str, dict[str, int]]]:
+        found: dict[str, dict[str, int]] = {}
+        for (client, kind, label), (count, _units) in sorted(self.rows.items()):
+            if kind == "status":
+                found.setdefault(client, dict.fromkeys((s.value for s in status.Status), 0))
+                found[client][label] = count
+        return list(found.items())
+
+    def top(self, kind: str, limit: int) -> list[tuple[str, int]]:
+        ranked = sorted(self.labels(kind).items(), key=lambda item: (-item[1], item[0]))
+        return [item for item in ranked if item[1]][:limit]
+
+
+def delivery_bin(seconds: float) -> int:
+    """The migration's CASE, in Python: the partial hour's deliveries."""
+    return bisect.bisect_right(DELIVERY_EDGES, seconds) - 1
+
+
+def estimate(histogram: dict[int, int], fraction: float) -> float | None:
+    """A percentile from binned counts, linear inside its bin (the last bin: its start)."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    wanted, seen = fraction * total, 0
+    for index in sorted(histogram):
+        count = histogram[index]
+        if count and seen + count >= wanted:
+            low = DELIVERY_EDGES[index]
+            if index + 1 >= len(DELIVERY_EDGES):
+                return float(low)
+            return low + (DELIVERY_EDGES[index + 1] - low) * (wanted - seen) / count
+        seen += count
+    return float(DELIVERY_EDGES[max(histogram)])
 
 
 def next_hour(moment: dt.datetime) -> dt.datetime:
@@ -74,80 +117,108 @@ async def fold(database: db.Database) -> None:
                 await session.execute(POSTGRESQL_FOLD)
             return
         upper = await session.scalar(select(func.max(DELTAS.c.id)))
-        if upper is None:
-            return
-        d = DELTAS.c
-        grouped = (
-            select(d.client, d.hour, d.status, func.sum(d.messages), func.sum(d.units))
-            .where(d.id <= upper)
-            .group_by(d.client, d.hour, d.status)
-        )
-        insert = sqlite.insert(COUNTS).from_select(
-            ["client", "hour", "status", "messages", "units"], grouped
-        )
-        await session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["client", "hour", "status"],
-                set_={
-                    "messages": COUNTS.c.messages + insert.excluded.messages,
-                    "units": COUNTS.c.units + insert.excluded.units,
-                },
-            )
-        )
-        await session.execute(DELTAS.delete().where(d.id <= upper))
+        if upper is not None:
+            await _fold_sqlite(session, upper)
 
 
-def _buckets(since: dt.datetime, client: str | None) -> Subquery:
-    """Counts and unfolded deltas of hours from ``since`` on, as one row source."""
+async def _fold_sqlite(session: AsyncSession, upper: int) -> None:
+    """SQLite has one writer: the deltas up to ``upper`` are added, then removed."""
+    d = DELTAS.c
+    grouped = (
+        select(d.client, d.hour, d.kind, d.label, func.sum(d.messages), func.sum(d.units))
+        .where(d.id <= upper)
+        .group_by(d.client, d.hour, d.kind, d.label)
+    )
+    insert = sqlite.insert(COUNTS).from_select([*KEY, "messages", "units"], grouped)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=list(KEY),
+            set_={
+                "messages": COUNTS.c.messages + insert.excluded.messages,
+                "units": COUNTS.c.units + insert.excluded.units,
+            },
+        )
+    )
+    await session.execute(DELTAS.delete().where(d.id <= upper))
+
+
+def buckets(since: dt.datetime, client: str | None, kinds: Iterable[str] = ()) -> Subquery:
+    """Counts and unfolded deltas of the hours from ``since`` on, as one row source."""
     parts = []
     for table in (COUNTS, DELTAS):
         c = table.c
-        scoped: list[ColumnElement[bool]] = [] if client is None else [c.client == client]
-        parts.append(
-            select(c.client, c.hour, c.status, c.messages, c.units).where(c.hour >= since, *scoped)
-        )
+        where: list[ColumnElement[bool]] = [c.hour >= since]
+        where += [] if client is None else [c.client == client]
+        where += [c.kind.in_(list(kinds))] if kinds else []
+        parts.append(select(c.client, c.hour, c.kind, c.label, c.messages, c.units).where(*where))
     return union_all(*parts).subquery("buckets")
 
 
-async def window(session: AsyncSession, since: dt.datetime, client: str | None = None) -> Counted:
-    """Messages created since ``since`` by (client, status), and units: /v1/stats' numbers."""
+async def window(session: AsyncSession, since: dt.datetime, client: str | None = None) -> Facts:
+    """Every fact of messages created (attempts made) since ``since``: /v1/stats' numbers."""
     first_full = next_hour(since)
-    rows = _buckets(first_full, client)
-    b = rows.c
+    b = buckets(first_full, client).c
     whole = await session.execute(
-        select(b.client, b.status, func.sum(b.messages), func.sum(b.units)).group_by(
-            b.client, b.status
+        select(b.client, b.kind, b.label, func.sum(b.messages), func.sum(b.units)).group_by(
+            b.client, b.kind, b.label
         )
     )
-    m = queries.MESSAGES.c
+    rows: dict[Fact, list[int]] = defaultdict(lambda: [0, 0])
+    for name, kind, label, count, units in whole:
+        rows[(name, kind, label)][0] += int(count or 0)
+        rows[(name, kind, label)][1] += int(units or 0)
+    for fact, count, units in await _partial(session, since, first_full, client):
+        rows[fact][0] += count
+        rows[fact][1] += units
+    return Facts({fact: value for fact, value in rows.items() if value[0] or value[1]})
+
+
+async def _partial(
+    session: AsyncSession, since: dt.datetime, until: dt.datetime, client: str | None
+) -> list[tuple[Fact, int, int]]:
+    """The facts of the window's first partial hour, from messages and events."""
+    m, e = queries.MESSAGES.c, queries.EVENTS.c
     billed = or_(m.accepted_at.is_not(None), m.provider_message_id.is_not(None))
-    scoped = [] if client is None else [m.client == client]
-    partial = await session.execute(
-        select(m.client, m.status, func.count(), func.sum(case((billed, m.segments), else_=0)))
-        .where(m.created_at >= since, m.created_at < first_full, *scoped)
-        .group_by(m.client, m.status)
+    scoped = [m.created_at >= since, m.created_at < until]
+    scoped += [] if client is None else [m.client == client]
+    found: list[tuple[Fact, int, int]] = []
+    rows = await session.execute(
+        select(m.client, m.status, m.provider_description, m.network, m.created_at, m.final_at,
+               case((billed, m.segments), else_=0)).where(*scoped)
+    )  # fmt: skip
+    for name, state, description, network, created, final, units in rows:
+        found.append(((name, "status", state), 1, int(units)))
+        if state == status.Status.DELIVERED.value and final is not None:
+            label = str(delivery_bin((final - created).total_seconds()))
+            found.append(((name, "ttd", label), 1, 0))
+        if state == status.Status.FAILED.value:
+            found.append(((name, "failed_description", description or NONE_LABEL), 1, 0))
+            found.append(((name, "failed_network", network or NONE_LABEL), 1, 0))
+    trouble = (
+        select(m.client, e.outcome, func.count())
+        .join_from(queries.EVENTS, queries.MESSAGES, e.message_id == m.id)
+        .where(e.created_at >= since, e.created_at < until, e.outcome.is_not(None))
+        .where(*([] if client is None else [m.client == client]))
+        .group_by(m.client, e.outcome)
     )
-    messages: dict[tuple[str, str], int] = defaultdict(int)
-    units: dict[str, int] = defaultdict(int)
-    for name, state, count, segments in [*whole, *partial]:
-        messages[(name, state)] += int(count or 0)
-        units[name] += int(segments or 0)
-    return Counted({k: v for k, v in messages.items() if v}, dict(units))
+    for name, outcome, count in await session.execute(trouble):
+        if outcome == queries.RATE_LIMITED or outcome in queries.ERROR_OUTCOMES:
+            label = "rate_limited" if outcome == queries.RATE_LIMITED else "error"
+            found.append(((name, "provider", label), int(count), 0))
+    return found
 
 
-async def per_bucket(
+async def per_hour(
     session: AsyncSession, since: dt.datetime, client: str | None
-) -> list[tuple[dt.datetime, str, int]]:
-    """(hour, status, messages) of every hour from ``since``'s own hour on."""
-    rows = _buckets(since.replace(minute=0, second=0, microsecond=0), client)
-    b = rows.c
+) -> list[tuple[dt.datetime, str, str, int]]:
+    """(hour, kind, label, messages) of statuses and delivery bins, from ``since``'s hour on."""
+    b = buckets(since.replace(minute=0, second=0, microsecond=0), client, ("status", "ttd")).c
     found = await session.execute(
-        select(b.hour, b.status, func.sum(b.messages))
-        .group_by(b.hour, b.status)
-        .having(func.sum(b.messages) != literal(0))
+        select(b.hour, b.kind, b.label, func.sum(b.messages))
+        .group_by(b.hour, b.kind, b.label)
         .order_by(b.hour)
     )
-    return [(db_hour(hour), state, int(count)) for hour, state, count in found]
+    return [(db_hour(hour), kind, label, int(n)) for hour, kind, label, n in found if n]
 
 
 def db_hour(value: object) -> dt.datetime:

@@ -1,4 +1,4 @@
-"""The overview's numbers: /v1/stats' own query, the failure breakdowns and the tiles' links."""
+"""The overview's numbers (from the per-hour counts and /v1/stats' own queries) and tiles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock
@@ -100,60 +99,42 @@ def failure_rate(found: queries.Stats) -> float | None:
     return None if rate is None else 1 - rate
 
 
-async def breakdown(
-    session: AsyncSession, column: Any, since: dt.datetime, client: str | None
-) -> list[tuple[str, int]]:
-    """Failed messages of the window by ``column``, most first."""
-    m = queries.MESSAGES.c
-    scoped = [] if client is None else [m.client == client]
-    rows = await session.execute(
-        select(func.coalesce(column, "(none)"), func.count())
-        .where(m.status == Status.FAILED.value, m.created_at >= since, *scoped)
-        .group_by(column)
-        .order_by(func.count().desc())
-        .limit(BREAKDOWN_ROWS)
-    )
-    return [(str(name), int(count)) for name, count in rows]
-
-
-def per_client(counted: counts.Counted) -> list[tuple[str, dict[str, int]]]:
-    """Every client's messages of the window by status (admin keys)."""
-    found: dict[str, dict[str, int]] = {}
-    for (name, state), count in sorted(counted.messages.items()):
-        found.setdefault(name, dict.fromkeys((s.value for s in Status), 0))[state] = count
-    return list(found.items())
+def time_to_delivery(facts: counts.Facts) -> queries.Percentiles:
+    """p50/p95/p99 estimated from the delivery-time bins (each exact to its bin's width)."""
+    histogram = {int(label): n for label, n in facts.labels("ttd").items()}
+    p50, p95, p99 = (counts.estimate(histogram, p) for p in queries.PERCENTILES)
+    return queries.Percentiles(sum(histogram.values()), p50, p95, p99)
 
 
 async def stats(
     session: AsyncSession, settings: Settings, window: dt.timedelta, client: str | None
-) -> tuple[queries.Stats, counts.Counted]:
-    """/v1/stats' numbers, with the counts and units from the per-hour counts."""
+) -> tuple[queries.Stats, counts.Facts]:
+    """/v1/stats' numbers: the windowed ones from the per-hour counts, the rest as it reads them."""
     now = clock.utcnow()
     since = now - window
-    counted = await counts.window(session, since, client)
-    limited, failed = await queries.provider_trouble(session, since, client)
+    facts = await counts.window(session, since, client)
+    trouble = facts.labels("provider")
     overdue_cutoff = now - dt.timedelta(seconds=settings.dlr_overdue_seconds)
     found = queries.Stats(
         since=since,
         until=now,
         client=client,
-        counts=counted.by_status(),
-        units_billed=sum(counted.units.values()),
-        time_to_delivery=await queries.time_to_delivery(session, since, client),
+        counts=facts.by_status(),
+        units_billed=facts.units(),
+        time_to_delivery=time_to_delivery(facts),
         overdue=await queries.overdue_count(session, overdue_cutoff, client),
         queue=await queries.queue_snapshot(session, now, settings.rate_limit_per_minute, client),
-        provider_rate_limited=limited,
-        provider_errors=failed,
+        provider_rate_limited=trouble.get("rate_limited", 0),
+        provider_errors=trouble.get("error", 0),
     )
-    return found, counted
+    return found, facts
 
 
 async def build(
     session: AsyncSession, settings: Settings, window: str, client: str | None, *, admin: bool
 ) -> Overview:
     """Everything the overview shows for one client (or every one, for admin)."""
-    found, counted = await stats(session, settings, WINDOWS[window], client)
-    m = queries.MESSAGES.c
+    found, facts = await stats(session, settings, WINDOWS[window], client)
     rate = failure_rate(found)
     return Overview(
         window=window,
@@ -161,7 +142,7 @@ async def build(
         tiles=tiles(found, client),
         failure_rate=rate,
         flagged=rate is not None and rate > FAILURE_RATE_THRESHOLD,
-        by_description=await breakdown(session, m.provider_description, found.since, client),
-        by_network=await breakdown(session, m.network, found.since, client),
-        by_client=per_client(counted) if admin and client is None else [],
+        by_description=facts.top("failed_description", BREAKDOWN_ROWS),
+        by_network=facts.top("failed_network", BREAKDOWN_ROWS),
+        by_client=facts.per_client() if admin and client is None else [],
     )
