@@ -10,7 +10,7 @@ import pytest
 
 from tests import dashboard_support as support
 from tests.factories import add_message, fetch_message
-from tracker import auth, db
+from tracker import auth, clock, db, models
 from tracker.app import create_app
 from tracker.dashboard import session
 from tracker.domain import status
@@ -190,3 +190,39 @@ async def test_root_redirects_and_docs_use_the_vendored_swagger_ui(web: httpx.As
     assert "/dashboard/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs
     assert "<script>" not in docs
     assert (await web.get("/dashboard/static/docs.js")).status_code == 200
+
+
+async def test_a_message_page_lists_its_webhook_deliveries_and_attempts(
+    web: httpx.AsyncClient, make_key: Callable[..., Any], database: db.Database
+) -> None:
+    """A delivery of the message shows with each attempt's code and error, never the secret."""
+    message_id = await add_message(database, status=Status.DELIVERED)
+    now = clock.utcnow()
+    async with database.write() as session:
+        endpoint = models.WebhookEndpoint(
+            client="app", url="https://hooks.example/in", secret="whsec_hidden-secret",
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        session.add(endpoint)
+        await session.flush()
+        delivery = models.WebhookDelivery(
+            endpoint_id=endpoint.id, event_id="msg_1", event_type="message.delivered",
+            message_id=message_id, data={}, occurred_at=now, status="pending", attempts=1,
+        )  # fmt: skip
+        session.add(delivery)
+        await session.flush()
+        session.add(
+            models.WebhookAttempt(
+                delivery_id=delivery.id,
+                attempted_at=now,
+                status_code=503,
+                latency_ms=12.5,
+                error="HTTP 503",
+            )
+        )
+    await support.log_in(web, await make_key("app", "read"))
+    page = (await web.get(f"/dashboard/messages/{message_id}")).text
+    assert "message.delivered" in page
+    assert "503" in page
+    assert "HTTP 503" in page
+    assert "whsec_hidden-secret" not in page

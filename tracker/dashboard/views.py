@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from tracker import auth, clock, errors, logs, web
-from tracker.dashboard import access, charts, counts, listing, overview, pages, session
+from tracker.dashboard import access, charts, counts, deliveries, listing, overview, pages, session
 from tracker.ops import queries
 from tracker.sending import schemas, store
 from tracker.services import services_of
@@ -153,9 +153,12 @@ async def _message(request: Request, template: str) -> Response:
     own = None if viewer.is_admin else viewer.principal.client
     async with services_of(request).database.read() as db_session:
         found = await store.get_message(db_session, message_id, client=own)
+        webhooks = await deliveries.of_message(db_session, message_id)
     message = schemas.message_out(found.message)
     events = [schemas.event_out(event) for event in found.events]
-    return pages.render(template, viewer=viewer, message=message, events=events)
+    return pages.render(
+        template, viewer=viewer, message=message, events=events, deliveries=webhooks
+    )
 
 
 async def message_page(request: Request) -> Response:
