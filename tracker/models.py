@@ -353,7 +353,7 @@ class WebhookAttempt(Base):
 
 
 class MessageCount(Base):
-    """Per client and hour, how many messages have each fact, with their billed units (#16).
+    """Per client and hour (and day), how many messages have each fact, with units (#16).
 
     Facts (``kind``/``label``): ``status``/its status (by creation hour), ``ttd``/a
     time-to-delivery bin, ``failed_description`` and ``failed_network``, and
@@ -365,7 +365,8 @@ class MessageCount(Base):
     __tablename__ = "message_counts"
 
     client: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    span: Mapped[str] = mapped_column(String(4), primary_key=True)  # 'hour' or 'day'
+    starts_at: Mapped[dt.datetime] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(24), primary_key=True)
     label: Mapped[str] = mapped_column(String(255), primary_key=True)
     messages: Mapped[int] = mapped_column(BigInteger)

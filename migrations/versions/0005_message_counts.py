@@ -5,8 +5,10 @@ Revises: 0004
 Create Date: 2026-12-02
 
 The dashboard (#16) shows 30 days without reading messages or events:
-``message_counts`` holds, per (client, hour), how many messages there are of
-each kind of fact, with their billed units:
+``message_counts`` holds, per client and hour (``span`` 'hour') and per client
+and day (``span`` 'day', the same facts added up, so a 30-day window sums 30
+rows per fact, not 720), how many messages there are of each kind of fact,
+with their billed units:
 
 - ``status``/STATUS: messages created in the hour, by current status;
 - ``ttd``/BIN: delivered ones by time to delivery (``DELIVERY_EDGES`` bins);
@@ -45,12 +47,14 @@ BILLED = "({row}.accepted_at IS NOT NULL OR {row}.provider_message_id IS NOT NUL
 DIALECTS = {
     "sqlite": {
         "hour": "substr({at}, 1, 13) || ':00:00.000000'",
+        "day": "substr({at}, 1, 10) || ' 00:00:00.000000'",
         "seconds": "((julianday({row}.final_at) - julianday({row}.created_at)) * 86400.0)",
         "text": "CAST({value} AS TEXT)",
         "differ": "IS NOT",
     },
     "postgresql": {
         "hour": "date_trunc('hour', {at} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+        "day": "date_trunc('day', {at} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
         "seconds": "extract(epoch FROM {row}.final_at - {row}.created_at)",
         "text": "CAST({value} AS TEXT)",
         "differ": "IS DISTINCT FROM",
@@ -160,31 +164,42 @@ $$""",
     ]
 
 
+INTO_COUNTS = "INSERT INTO message_counts (client, span, starts_at, kind, label, messages, units) "
+
+
 def _backfill(sql: dict[str, str]) -> list[str]:
     """Today's rows as counts: the same facts the triggers write, grouped."""
     found = []
     for kind, label, units, condition in _facts("m", "", sql):
         hour = sql["hour"].format(at="m.created_at")
         found.append(
-            "INSERT INTO message_counts (client, hour, kind, label, messages, units) "  # noqa: S608
-            f"SELECT m.client, {hour}, {kind}, {label}, count(*), coalesce(sum({units}), 0) "
-            f"FROM messages AS m WHERE {condition} GROUP BY 1, 2, 3, 4"
+            INTO_COUNTS + f"SELECT m.client, 'hour', {hour}, {kind}, {label}, count(*), "  # noqa: S608
+            f"coalesce(sum({units}), 0) "
+            f"FROM messages AS m WHERE {condition} GROUP BY 1, 2, 3, 4, 5"
         )
     hour = sql["hour"].format(at="e.created_at")
     found.append(
-        "INSERT INTO message_counts (client, hour, kind, label, messages, units) "  # noqa: S608
-        f"SELECT m.client, {hour}, 'provider', CASE WHEN e.outcome = 'rate_limited' "
+        INTO_COUNTS + f"SELECT m.client, 'hour', {hour}, 'provider', CASE"  # noqa: S608
+        f" WHEN e.outcome = 'rate_limited' "
         "THEN 'rate_limited' ELSE 'error' END, count(*), 0 "
         "FROM message_events AS e JOIN messages AS m ON m.id = e.message_id "
-        f"WHERE e.outcome = 'rate_limited' OR e.outcome IN {ERROR_OUTCOMES} GROUP BY 1, 2, 3, 4"
+        f"WHERE e.outcome = 'rate_limited' OR e.outcome IN {ERROR_OUTCOMES} GROUP BY 1, 2, 3, 4, 5"
+    )
+    day = sql["day"].format(at="c.starts_at")
+    found.append(
+        INTO_COUNTS
+        + f"SELECT c.client, 'day', {day}, c.kind, c.label, sum(c.messages), sum(c.units) "  # noqa: S608
+        "FROM message_counts AS c WHERE c.span = 'hour' GROUP BY 1, 2, 3, 4, 5"
     )
     return found
 
 
-def _columns() -> list[sa.Column[object]]:
+def _columns(*, counts: bool) -> list[sa.Column[object]]:
+    when = [sa.Column("span", sa.String(length=4), nullable=False)] if counts else []
     return [
         sa.Column("client", sa.String(length=64), nullable=False),
-        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
+        *when,
+        sa.Column("starts_at" if counts else "hour", sa.DateTime(timezone=True), nullable=False),
         sa.Column("kind", sa.String(length=24), nullable=False),
         sa.Column("label", sa.String(length=255), nullable=False),
         sa.Column("messages", sa.BigInteger(), nullable=False),
@@ -195,8 +210,10 @@ def _columns() -> list[sa.Column[object]]:
 def upgrade() -> None:
     op.create_table(
         "message_counts",
-        *_columns(),
-        sa.PrimaryKeyConstraint("client", "hour", "kind", "label", name=op.f("pk_message_counts")),
+        *_columns(counts=True),
+        sa.PrimaryKeyConstraint(
+            "client", "span", "starts_at", "kind", "label", name=op.f("pk_message_counts")
+        ),
     )
     op.create_table(
         "message_count_deltas",
@@ -206,7 +223,7 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        *_columns(),
+        *_columns(counts=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_message_count_deltas")),
     )
     postgresql = op.get_bind().dialect.name == "postgresql"

@@ -78,7 +78,8 @@ async def data(request: Request) -> Response:
     client = access.visible_client(viewer, request.query_params.get("client"))
     now = clock.utcnow()
     async with services_of(request).database.read() as db_session:
-        buckets = await counts.per_hour(db_session, now - window, client)
+        by_day = bucket_size(window) == DAY
+        buckets = await counts.per_hour(db_session, now - window, client, by_day=by_day)
     response = JSONResponse(series(buckets, now - window, now))
     response.headers["Cache-Control"] = "no-store"
     return pages.secure(response)

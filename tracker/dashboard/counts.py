@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Subquery, Table, case, func, or_, select, text, union_all
+from sqlalchemy import Subquery, Table, and_, case, func, literal, or_, select, text, union_all
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,19 +33,29 @@ DELIVERY_EDGES = (
 )  # fmt: skip
 NONE_LABEL = "(none)"
 FOLD_LOCK = 160_016  # pg advisory lock: one folder at a time (#16)
-KEY = ("client", "hour", "kind", "label")
+KEY = ("client", "span", "starts_at", "kind", "label")
 # PostgreSQL: one statement, so a delta committed meanwhile is either moved or left.
-POSTGRESQL_FOLD = text("""
+_UPSERT = """ON CONFLICT (client, span, starts_at, kind, label) DO UPDATE
+SET messages = message_counts.messages + excluded.messages,
+    units = message_counts.units + excluded.units"""
+POSTGRESQL_FOLD = text(
+    """
 WITH moved AS (
     DELETE FROM message_count_deltas RETURNING client, hour, kind, label, messages, units
+), hourly AS (
+    INSERT INTO message_counts (client, span, starts_at, kind, label, messages, units)
+    SELECT client, 'hour', hour, kind, label, sum(messages), sum(units) FROM moved
+    GROUP BY client, hour, kind, label
+    UPSERT
 )
-INSERT INTO message_counts (client, hour, kind, label, messages, units)
-SELECT client, hour, kind, label, sum(messages), sum(units) FROM moved
-GROUP BY client, hour, kind, label
-ON CONFLICT (client, hour, kind, label) DO UPDATE
-SET messages = message_counts.messages + excluded.messages,
-    units = message_counts.units + excluded.units
-""")
+INSERT INTO message_counts (client, span, starts_at, kind, label, messages, units)
+SELECT client, 'day', date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', kind, label,
+    sum(messages), sum(units)
+FROM moved GROUP BY 1, 3, 4, 5
+UPSERT
+""".replace("UPSERT", _UPSERT)
+)
+
 Fact = tuple[str, str, str]  # (client, kind, label)
 
 
@@ -122,42 +132,60 @@ async def fold(database: db.Database) -> None:
 
 
 async def _fold_sqlite(session: AsyncSession, upper: int) -> None:
-    """SQLite has one writer: the deltas up to ``upper`` are added, then removed."""
+    """SQLite has one writer: the deltas up to ``upper`` are added (hours, days), then removed."""
     d = DELTAS.c
-    grouped = (
-        select(d.client, d.hour, d.kind, d.label, func.sum(d.messages), func.sum(d.units))
-        .where(d.id <= upper)
-        .group_by(d.client, d.hour, d.kind, d.label)
-    )
-    insert = sqlite.insert(COUNTS).from_select([*KEY, "messages", "units"], grouped)
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=list(KEY),
-            set_={
-                "messages": COUNTS.c.messages + insert.excluded.messages,
-                "units": COUNTS.c.units + insert.excluded.units,
-            },
+    day = func.substr(d.hour, 1, 10).concat(" 00:00:00.000000")
+    for span, start in (("hour", d.hour), ("day", day)):
+        grouped = (
+            select(d.client, literal(span), start, d.kind, d.label,
+                   func.sum(d.messages), func.sum(d.units))
+            .where(d.id <= upper)
+            .group_by(d.client, start, d.kind, d.label)
+        )  # fmt: skip
+        insert = sqlite.insert(COUNTS).from_select([*KEY, "messages", "units"], grouped)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=list(KEY),
+                set_={
+                    "messages": COUNTS.c.messages + insert.excluded.messages,
+                    "units": COUNTS.c.units + insert.excluded.units,
+                },
+            )
         )
-    )
     await session.execute(DELTAS.delete().where(d.id <= upper))
 
 
-def buckets(since: dt.datetime, client: str | None, kinds: Iterable[str] = ()) -> Subquery:
-    """Counts and unfolded deltas of the hours from ``since`` on, as one row source."""
+def next_day(moment: dt.datetime) -> dt.datetime:
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start if start == moment else start + dt.timedelta(days=1)
+
+
+def buckets(
+    hours_from: dt.datetime, days_from: dt.datetime, client: str | None, kinds: Iterable[str] = ()
+) -> Subquery:
+    """Hour rows in [hours_from, days_from), day rows from days_from, and every unfolded
+    delta from hours_from: as one row source (one statement, one snapshot)."""
+    c, d = COUNTS.c, DELTAS.c
+    spans = [
+        and_(c.span == "hour", c.starts_at >= hours_from, c.starts_at < days_from),
+        and_(c.span == "day", c.starts_at >= days_from),
+    ]
     parts = []
-    for table in (COUNTS, DELTAS):
-        c = table.c
-        where: list[ColumnElement[bool]] = [c.hour >= since]
-        where += [] if client is None else [c.client == client]
-        where += [c.kind.in_(list(kinds))] if kinds else []
-        parts.append(select(c.client, c.hour, c.kind, c.label, c.messages, c.units).where(*where))
+    for where in spans:
+        scoped = [where, *([] if client is None else [c.client == client])]
+        scoped += [c.kind.in_(list(kinds))] if kinds else []
+        parts.append(select(c.client, c.starts_at, c.kind, c.label, c.messages, c.units)
+                     .where(*scoped))  # fmt: skip
+    scoped = [d.hour >= hours_from, *([] if client is None else [d.client == client])]
+    scoped += [d.kind.in_(list(kinds))] if kinds else []
+    parts.append(select(d.client, d.hour, d.kind, d.label, d.messages, d.units).where(*scoped))
     return union_all(*parts).subquery("buckets")
 
 
 async def window(session: AsyncSession, since: dt.datetime, client: str | None = None) -> Facts:
     """Every fact of messages created (attempts made) since ``since``: /v1/stats' numbers."""
     first_full = next_hour(since)
-    b = buckets(first_full, client).c
+    b = buckets(first_full, next_day(first_full), client).c
     whole = await session.execute(
         select(b.client, b.kind, b.label, func.sum(b.messages), func.sum(b.units)).group_by(
             b.client, b.kind, b.label
@@ -209,14 +237,21 @@ async def _partial(
 
 
 async def per_hour(
-    session: AsyncSession, since: dt.datetime, client: str | None
+    session: AsyncSession, since: dt.datetime, client: str | None, *, by_day: bool = False
 ) -> list[tuple[dt.datetime, str, str, int]]:
-    """(hour, kind, label, messages) of statuses and delivery bins, from ``since``'s hour on."""
-    b = buckets(since.replace(minute=0, second=0, microsecond=0), client, ("status", "ttd")).c
+    """(start, kind, label, messages) of statuses and delivery bins from ``since``'s hour
+    on: hour rows, or with ``by_day`` day rows from ``since``'s day on (and deltas by hour)."""
+    kinds = ("status", "ttd")
+    if by_day:
+        start = since.replace(hour=0, minute=0, second=0, microsecond=0)
+        b = buckets(start, start, client, kinds).c
+    else:
+        start = since.replace(minute=0, second=0, microsecond=0)
+        b = buckets(start, start + dt.timedelta(days=400), client, kinds).c
     found = await session.execute(
-        select(b.hour, b.kind, b.label, func.sum(b.messages))
-        .group_by(b.hour, b.kind, b.label)
-        .order_by(b.hour)
+        select(b.starts_at, b.kind, b.label, func.sum(b.messages))
+        .group_by(b.starts_at, b.kind, b.label)
+        .order_by(b.starts_at)
     )
     return [(db_hour(hour), kind, label, int(n)) for hour, kind, label, n in found if n]
 
