@@ -226,6 +226,14 @@ def upgrade() -> None:
         *_columns(counts=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_message_count_deltas")),
     )
+    # The overdue count, polled by the dashboard: pending rows only, every column it tests.
+    op.create_index(
+        "ix_messages_pending_since",
+        "messages",
+        ["accepted_at", "submitted_at", "created_at"],
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    )
     postgresql = op.get_bind().dialect.name == "postgresql"
     sql = DIALECTS["postgresql" if postgresql else "sqlite"]
     for statement in _backfill(sql):
@@ -245,3 +253,4 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS message_counts_event()")
     op.drop_table("message_count_deltas")
     op.drop_table("message_counts")
+    op.drop_index("ix_messages_pending_since", table_name="messages")
