@@ -26,6 +26,7 @@ from tracker.reports.spool import Spool
 from tracker.sending import api
 from tracker.services import Services, services_of
 from tracker.settings import Settings
+from tracker.webhooks import api as webhooks_api
 
 
 def provider_client(
@@ -135,6 +136,7 @@ def create_app(
         *admin.routes,
         *openapi.routes,
         *api.routes,
+        *webhooks_api.routes,
         Route("/v1/whoami", whoami),
         *dashboard.routes,
     ]

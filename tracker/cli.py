@@ -21,6 +21,7 @@ from tracker.clients import commands as clients_commands
 from tracker.clients import records
 from tracker.console import commands
 from tracker.settings import Settings, is_loopback_host
+from tracker.webhooks import commands as webhooks_commands
 
 T = TypeVar("T")
 cli = typer.Typer(
@@ -277,6 +278,7 @@ def _register_sandbox() -> None:
 _register_sandbox()
 commands.register(cli)  # send, messages, stats, watch: over the HTTP API
 clients_commands.register(cli, load_settings)  # clients: the database directly, like keys
+webhooks_commands.register(cli, load_settings)  # webhooks: the database directly, too
 
 
 def main() -> None:

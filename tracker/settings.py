@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = WEBHOOK_RETRY_SCHEDULE
     webhook_disable_after: int = Field(default=5 * 86_400, ge=60)  # in seconds
     webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    # After rotate-secret the old secret signs too for this long (receivers switch over).
+    webhook_secret_grace_seconds: int = Field(default=86_400, ge=0, le=30 * 86_400)
     # Networks webhooks may reach although private or loopback (e.g. 127.0.0.1/32 in dev).
     webhook_allowed_networks: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode

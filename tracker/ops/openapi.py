@@ -23,16 +23,19 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import tracker
-from tracker import auth
+from tracker import auth, web
 from tracker.clients import schemas as client_schemas
 from tracker.ops import admin, handlers
 from tracker.reports import capability, reading
 from tracker.sending import api, idempotency, schemas
+from tracker.webhooks import api as webhooks_api
+from tracker.webhooks import schemas as hooks
 
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearer"
 TEXT: Literal["text"] = "text"  # an answer in plain text, not JSON
+EMPTY: Literal["empty"] = "empty"  # an answer with no body (204)
 _PATH_PARAMETER = re.compile(r"{([A-Za-z_]+)}")
 
 
@@ -67,7 +70,7 @@ class CallbackAck(BaseModel):
     outcome: str = Field(description="applied, interim, stale, duplicate, spooled, ...")
 
 
-Answer = type[BaseModel] | Literal["text"]
+Answer = type[BaseModel] | Literal["text", "empty"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,27 @@ IDEMPOTENCY_HEADER = {
 SEND, READ, ADMIN = auth.Scope.SEND, auth.Scope.READ, auth.Scope.ADMIN
 MESSAGE = "/v1/messages/{id}"
 NO_CLIENT = ("No client of that name", schemas.ErrorDetail)
+NO_ENDPOINT = ("No such endpoint or delivery (or not the caller's)", schemas.ErrorDetail)
+DISABLED = ("The endpoint is disabled: enable it first", schemas.ErrorDetail)
+
+
+def _hook(
+    method: str,
+    path: str,
+    summary: str,
+    scope: auth.Scope,
+    answers: Mapping[int, tuple[str, Answer]],
+    *,
+    query: type[BaseModel] | None = None,
+    body: type[BaseModel] | None = None,
+) -> Operation:
+    """A webhooks operation: keyed, and 404 wherever the path names an id."""
+    responses = {**answers, 404: NO_ENDPOINT} if "{" in path else dict(answers)
+    return Operation(
+        method, web.template(path), summary, "webhooks", _keyed(scope, responses),
+        scope=scope, query=query, body=body,
+    )  # fmt: skip
+
 
 OPERATIONS = (
     Operation(
@@ -183,6 +207,30 @@ OPERATIONS = (
          503: ("Could not store it", schemas.ErrorDetail)},
         body=CallbackReport,
     ),
+    _hook("get", webhooks_api.COLLECTION, "The key's client's endpoints (admin: any)", READ,
+          {200: ("The endpoints", hooks.EndpointList), 400: INVALID}, query=hooks.ListParams),
+    _hook("post", webhooks_api.COLLECTION, "Add an endpoint; its secret is shown only now", SEND,
+          {201: ("Created, with its secret", hooks.EndpointWithSecret), 400: INVALID,
+           413: TOO_LARGE, 415: NOT_JSON}, body=hooks.NewEndpoint),
+    _hook("get", webhooks_api.ONE, "One endpoint, its backlog and last attempt", READ,
+          {200: ("The endpoint", hooks.EndpointDetail)}),
+    _hook("patch", webhooks_api.ONE, "Change an endpoint; enabled false stops it", SEND,
+          {200: ("The endpoint as changed", hooks.EndpointOut), 400: INVALID,
+           413: TOO_LARGE, 415: NOT_JSON}, body=hooks.EndpointChanges),
+    _hook("delete", webhooks_api.ONE, "Remove an endpoint and its deliveries", SEND,
+          {204: ("Deleted", EMPTY)}),
+    _hook("post", webhooks_api.ROTATE, "A new secret; the old one signs for a grace", SEND,
+          {200: ("The endpoint and its new secret", hooks.EndpointWithSecret)}),
+    _hook("get", webhooks_api.DELIVERIES, "Deliveries with their attempts, newest first", READ,
+          {200: ("One page", hooks.DeliveryPage), 400: INVALID}, query=hooks.DeliveriesParams),
+    _hook("post", webhooks_api.RECOVER, "Send again every failed delivery since a time", SEND,
+          {200: ("How many", hooks.Recovered), 400: INVALID, 409: DISABLED},
+          query=hooks.RecoverParams),
+    _hook("post", webhooks_api.TEST, "Queue a webhook.test event", SEND,
+          {202: ("Queued", hooks.DeliveryOut), 409: DISABLED}),
+    _hook("post", webhooks_api.RETRY, "Send a delivery again, its schedule restarted", SEND,
+          {200: ("Pending again", hooks.DeliveryOut),
+           409: ("Still pending, or its endpoint is disabled", schemas.ErrorDetail)}),
     Operation("get", "/healthz", "Alive", "probes", {200: ("Alive", Health)}),
     Operation(
         "get", "/readyz", "Database reachable and schema current", "probes",
@@ -203,7 +251,7 @@ def _models(operations: tuple[Operation, ...]) -> list[tuple[type[BaseModel], Js
             if model is not None:
                 found[model, "validation"] = None
         for _description, answer in op.responses.values():
-            if answer != TEXT:
+            if answer not in {TEXT, EMPTY}:
                 assert not isinstance(answer, str)  # noqa: S101 - narrowing for mypy
                 found[answer, "serialization"] = None
     return list(found)
@@ -236,7 +284,7 @@ def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    kinds = {"id": {"type": "string", "format": "uuid"}}
+    kinds = {"id": {"type": "string", "format": "uuid"}, "delivery_id": {"type": "integer"}}
     return [
         {
             "name": name,
@@ -271,7 +319,9 @@ def _operation(
             "content": {"application/json": {"schema": body_ref}},
         }
     spec["responses"] = {
-        str(code): {
+        str(code): {"description": description}
+        if answer == EMPTY
+        else {
             "description": description,
             "content": _content(answer, None if answer == TEXT else refs[answer, "serialization"]),
         }
