@@ -27,6 +27,7 @@ counts; readers sum both. Existing rows are counted here, once.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -194,8 +195,10 @@ def _backfill(sql: dict[str, str]) -> list[str]:
     return found
 
 
-def _columns(*, counts: bool) -> list[sa.Column[object]]:
-    when = [sa.Column("span", sa.String(length=4), nullable=False)] if counts else []
+def _columns(*, counts: bool) -> list[sa.Column[Any]]:
+    when: list[sa.Column[Any]] = (
+        [sa.Column("span", sa.String(length=4), nullable=False)] if counts else []
+    )
     return [
         sa.Column("client", sa.String(length=64), nullable=False),
         *when,
