@@ -16,6 +16,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tracker import auth, db, health, wakeup, web
+from tracker.dashboard import session as dashboard_session
+from tracker.dashboard import views as dashboard
 from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
 from tracker.ops import admin, gauges, handlers, openapi
@@ -143,10 +145,12 @@ def create_app(
         *api.routes,
         *webhooks_api.routes,
         Route("/v1/whoami", whoami),
+        *dashboard.routes,
     ]
+    dashboard_session.secret_of(settings)  # the embedded default's is generated once, here
     return TrackerApp(
         routes=every_route,
         middleware=[Middleware(RequestContextMiddleware)],
-        exception_handlers=web.EXCEPTION_HANDLERS,
+        exception_handlers={**web.EXCEPTION_HANDLERS, **dashboard.exception_handlers},
         lifespan=lifespan,
     )

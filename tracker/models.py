@@ -103,6 +103,16 @@ class Message(Base):
         Index("ix_messages_status_created", "status", "created_at", "id"),
         Index("ix_messages_created", "created_at", "id"),
         Index("ix_messages_reference", "reference"),
+        # The overdue count (queries.overdue_condition), as the dashboard polls it (#16):
+        # pending rows only, with every column of its test, so no row is read.
+        Index(
+            "ix_messages_pending_since",
+            "accepted_at",
+            "submitted_at",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
 
@@ -350,3 +360,38 @@ class WebhookAttempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)  # the first 1 KiB
 
     __table_args__ = (Index("ix_webhook_attempts_delivery_id", "delivery_id", "id"),)
+
+
+class MessageCount(Base):
+    """Per client and hour (and day), how many messages have each fact, with units (#16).
+
+    Facts (``kind``/``label``): ``status``/its status (by creation hour), ``ttd``/a
+    time-to-delivery bin, ``failed_description`` and ``failed_network``, and
+    ``provider``/``rate_limited`` or ``error`` (by the attempt's hour). Triggers
+    (migration 0005) append ``MessageCountDelta`` rows in the transaction of every
+    change; ``dashboard.counts.fold`` adds them in here; readers sum both.
+    """
+
+    __tablename__ = "message_counts"
+
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    span: Mapped[str] = mapped_column(String(4), primary_key=True)  # 'hour' or 'day'
+    starts_at: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24), primary_key=True)
+    label: Mapped[str] = mapped_column(String(255), primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger)
+    units: Mapped[int] = mapped_column(BigInteger)  # segments the provider took (status rows)
+
+
+class MessageCountDelta(Base):
+    """One change to a ``MessageCount`` not yet folded in (insert-only: no row locks)."""
+
+    __tablename__ = "message_count_deltas"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64))
+    hour: Mapped[dt.datetime]
+    kind: Mapped[str] = mapped_column(String(24))
+    label: Mapped[str] = mapped_column(String(255))
+    messages: Mapped[int] = mapped_column(BigInteger)
+    units: Mapped[int] = mapped_column(BigInteger)

@@ -27,7 +27,7 @@ from tracker.errors import ConfigurationError
 # Alphanumeric Sender IDs are at most 11 characters (the column holds 16).
 SENDER_NAME = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
 ENV_PREFIX = "TRACKER_"
-SECRET_FIELDS = ("database_url", "kimisms_client_secret", "callback_secrets")
+SECRET_FIELDS = ("database_url", "kimisms_client_secret", "callback_secrets", "session_secret")
 # Webhooks (#15): seconds before each attempt of one delivery, about 3 days in all.
 WEBHOOK_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 WEBHOOK_RETRY_DELAY_MAX_SECONDS = 30 * 86_400  # keeps due times far from datetime's range
@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     kimisms_client_secret: SecretStr = SecretStr("")
     public_url: str = "http://127.0.0.1:8000"
     callback_secrets: SecretStr = SecretStr("")
+    # Signs the dashboard's session cookies; empty: one generated once into data_dir.
+    session_secret: SecretStr = SecretStr("")
     sender_names: Annotated[tuple[str, ...], NoDecode] = ("KIMISMS",)
     rate_limit_per_minute: int = Field(default=60, ge=1, le=100_000)
     log_format: Literal["auto", "json", "console"] = "auto"
