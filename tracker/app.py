@@ -19,6 +19,7 @@ from tracker import auth, db, health, web
 from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
 from tracker.ops import admin, gauges, handlers, openapi
+from tracker.privacy import api as privacy_api
 from tracker.reports import endpoint, ingest
 from tracker.reports.spool import Spool
 from tracker.sending import api
@@ -131,6 +132,7 @@ def create_app(
         *endpoint.routes,
         *handlers.routes,
         *admin.routes,
+        *privacy_api.routes,
         *openapi.routes,
         *api.routes,
         Route("/v1/whoami", whoami),

@@ -26,6 +26,8 @@ import tracker
 from tracker import auth
 from tracker.clients import schemas as client_schemas
 from tracker.ops import admin, handlers
+from tracker.privacy import api as privacy_api
+from tracker.privacy import schemas as privacy_schemas
 from tracker.reports import capability, reading
 from tracker.sending import api, idempotency, schemas
 
@@ -33,6 +35,7 @@ OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearer"
 TEXT: Literal["text"] = "text"  # an answer in plain text, not JSON
+EMPTY: Literal["empty"] = "empty"  # no body at all (204)
 _PATH_PARAMETER = re.compile(r"{([A-Za-z_]+)}")
 
 
@@ -67,7 +70,7 @@ class CallbackAck(BaseModel):
     outcome: str = Field(description="applied, interim, stale, duplicate, spooled, ...")
 
 
-Answer = type[BaseModel] | Literal["text"]
+Answer = type[BaseModel] | Literal["text", "empty"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,23 @@ OPERATIONS = (
         scope=ADMIN, body=client_schemas.ClientChanges,
     ),
     Operation(
+        "post", privacy_api.COLLECTION, "Opt a number out; cancels what is queued to it",
+        "privacy",
+        _keyed(SEND, {201: ("Added", privacy_schemas.OptOutAdded),
+                      200: ("It was there already", privacy_schemas.OptOutAdded),
+                      400: INVALID, 413: TOO_LARGE, 415: NOT_JSON}),
+        scope=SEND, body=privacy_schemas.OptOutRequest,
+    ),
+    Operation(
+        "get", privacy_api.COLLECTION, "The opt-outs that bind the key's client", "privacy",
+        _keyed(READ, {200: ("Newest first", privacy_schemas.OptOutList), 400: INVALID}),
+        scope=READ, query=privacy_schemas.OptOutQuery,
+    ),
+    Operation(
+        "delete", "/v1/opt-outs/{id}", "Lift an opt-out", "privacy",
+        _keyed(SEND, {204: ("Removed", EMPTY), 404: NOT_FOUND}), scope=SEND,
+    ),
+    Operation(
         "get", "/v1/whoami", "The calling key's client and scopes", "operations",
         _keyed(READ, {200: ("The key", WhoAmI)}), scope=READ,
     ),
@@ -203,8 +223,7 @@ def _models(operations: tuple[Operation, ...]) -> list[tuple[type[BaseModel], Js
             if model is not None:
                 found[model, "validation"] = None
         for _description, answer in op.responses.values():
-            if answer != TEXT:
-                assert not isinstance(answer, str)  # noqa: S101 - narrowing for mypy
+            if not isinstance(answer, str):  # a model, not TEXT or EMPTY
                 found[answer, "serialization"] = None
     return list(found)
 
@@ -271,7 +290,9 @@ def _operation(
             "content": {"application/json": {"schema": body_ref}},
         }
     spec["responses"] = {
-        str(code): {
+        str(code): {"description": description}
+        if answer == EMPTY
+        else {
             "description": description,
             "content": _content(answer, None if answer == TEXT else refs[answer, "serialization"]),
         }
