@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -191,3 +192,17 @@ async def test_the_list_refuses_unknown_or_repeated_parameters(
     twice = await client.get("/v1/opt-outs?to=0712345678&to=0712345679", headers=app_key)
     assert errors_of(twice) == {"to": ["must be given once"]}
     assert "to" in errors_of(await client.get("/v1/opt-outs?to=12", headers=app_key))
+
+
+async def test_a_message_waiting_to_retry_is_cancelled_too(
+    client: httpx.AsyncClient, app_key: Headers, database: db.Database
+) -> None:
+    """A queued retry (attempts > 0) is not sent again once its number opted out."""
+    queued = (await send(client, app_key, to=NUMBER)).json()
+    async with database.write() as session:
+        row = await session.get(models.Message, uuid.UUID(queued["id"]))
+        assert row is not None
+        row.attempts = 1
+    assert (await opt_out(client, app_key, to=NUMBER)).json()["cancelled"] == 1
+    shown = (await client.get(f"/v1/messages/{queued['id']}", headers=app_key)).json()
+    assert shown["status"] == "cancelled"
