@@ -21,6 +21,7 @@ from tracker.dashboard import views as dashboard
 from tracker.dispatch import dispatcher
 from tracker.middleware import RequestContextMiddleware
 from tracker.ops import admin, gauges, handlers, openapi
+from tracker.privacy import api as privacy_api
 from tracker.reports import endpoint, ingest
 from tracker.reports.spool import Spool
 from tracker.sending import api
@@ -141,6 +142,7 @@ def create_app(
         *endpoint.routes,
         *handlers.routes,
         *admin.routes,
+        *privacy_api.routes,
         *openapi.routes,
         *api.routes,
         *webhooks_api.routes,

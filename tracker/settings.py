@@ -27,9 +27,13 @@ from tracker.errors import ConfigurationError
 # Alphanumeric Sender IDs are at most 11 characters (the column holds 16).
 SENDER_NAME = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
 ENV_PREFIX = "TRACKER_"
-SECRET_FIELDS = ("database_url", "kimisms_client_secret", "callback_secrets", "session_secret")
+SECRET_FIELDS = (
+    "database_url", "kimisms_client_secret", "callback_secrets", "session_secret", "pseudonym_key",
+)  # fmt: skip
 # Webhooks (#15): seconds before each attempt of one delivery, about 3 days in all.
 WEBHOOK_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+MIN_PSEUDONYM_KEY_CHARS = 32  # 192 bits of a random string, at least
+DEVELOPMENT_PSEUDONYM_KEY = b"development-only-pseudonym-key"
 WEBHOOK_RETRY_DELAY_MAX_SECONDS = 30 * 86_400  # keeps due times far from datetime's range
 
 
@@ -155,6 +159,8 @@ class Settings(BaseSettings):
     callback_secrets: SecretStr = SecretStr("")
     # Signs the dashboard's session cookies; empty: one generated once into data_dir.
     session_secret: SecretStr = SecretStr("")
+    # Keys the hashes that stand in for phone numbers (opt-outs, pseudonymised rows).
+    pseudonym_key: SecretStr = SecretStr("")
     sender_names: Annotated[tuple[str, ...], NoDecode] = ("KIMISMS",)
     rate_limit_per_minute: int = Field(default=60, ge=1, le=100_000)
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -292,6 +298,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("pseudonym_key")
+    @classmethod
+    def check_pseudonym_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < MIN_PSEUDONYM_KEY_CHARS:
+            raise ValueError(f"must be at least {MIN_PSEUDONYM_KEY_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def require_pseudonym_key_off_loopback(self) -> Settings:
+        """Every process of a deployment must hash numbers with one key that stays secret."""
+        if not self.pseudonym_key.get_secret_value() and not is_loopback_host(
+            urlsplit(self.public_url).hostname
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}PSEUDONYM_KEY is required when {ENV_PREFIX}PUBLIC_URL is not loopback"
+            )
+        return self
+
     @model_validator(mode="after")
     def require_lease_longer_than_a_send(self) -> Settings:
         """A lease that ran out mid-send would let a failover dispatcher send the same
@@ -343,6 +367,10 @@ class Settings(BaseSettings):
         """The configured keys; on loopback without any, a fixed development key."""
         keys = parse_callback_keys(self.callback_secrets.get_secret_value())
         return keys or (CallbackKey(key_id="dev", secret=b"development-only-callback-key"),)
+
+    def pseudonym_key_bytes(self) -> bytes:
+        """The configured key; on loopback without one, a fixed development key."""
+        return self.pseudonym_key.get_secret_value().encode() or DEVELOPMENT_PSEUDONYM_KEY
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

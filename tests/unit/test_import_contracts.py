@@ -15,7 +15,9 @@ import pytest
 import tracker
 
 ROOT = pathlib.Path(tracker.__file__).parent
-SUBPACKAGES = ("console", "dispatch", "domain", "ops", "reports", "sandbox", "sending", "webhooks")
+SUBPACKAGES = (
+    "console", "dispatch", "domain", "ops", "privacy", "reports", "sandbox", "sending", "webhooks",
+)  # fmt: skip
 IO_LIBRARIES = frozenset(
     {"sqlalchemy", "starlette", "uvicorn", "httpx", "asyncpg", "aiosqlite", "sqlite3"}
 )

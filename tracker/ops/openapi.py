@@ -8,6 +8,8 @@ callback) are described by the small models below, which tests hold to the
 real answers.
 """
 
+# Over 400 lines, on purpose: one table of every operation, read top to bottom.
+
 from __future__ import annotations
 
 import functools
@@ -26,6 +28,8 @@ import tracker
 from tracker import auth, web
 from tracker.clients import schemas as client_schemas
 from tracker.ops import admin, handlers
+from tracker.privacy import api as privacy_api
+from tracker.privacy import schemas as privacy_schemas
 from tracker.reports import capability, reading
 from tracker.sending import api, idempotency, schemas
 from tracker.webhooks import api as webhooks_api
@@ -193,6 +197,23 @@ OPERATIONS = (
         _keyed(ADMIN, {200: ("The client as changed", client_schemas.ClientOut), 400: INVALID,
                        404: NO_CLIENT, 413: TOO_LARGE, 415: NOT_JSON}),
         scope=ADMIN, body=client_schemas.ClientChanges,
+    ),
+    Operation(
+        "post", privacy_api.COLLECTION, "Opt a number out; cancels what is queued to it",
+        "privacy",
+        _keyed(SEND, {201: ("Added", privacy_schemas.OptOutAdded),
+                      200: ("It was there already", privacy_schemas.OptOutAdded),
+                      400: INVALID, 413: TOO_LARGE, 415: NOT_JSON}),
+        scope=SEND, body=privacy_schemas.OptOutRequest,
+    ),
+    Operation(
+        "get", privacy_api.COLLECTION, "The opt-outs that bind the key's client", "privacy",
+        _keyed(READ, {200: ("Newest first", privacy_schemas.OptOutList), 400: INVALID}),
+        scope=READ, query=privacy_schemas.OptOutQuery,
+    ),
+    Operation(
+        "delete", "/v1/opt-outs/{id}", "Lift an opt-out", "privacy",
+        _keyed(SEND, {204: ("Removed", EMPTY), 404: NOT_FOUND}), scope=SEND,
     ),
     Operation(
         "get", "/v1/whoami", "The calling key's client and scopes", "operations",

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pydantic_core
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +27,7 @@ from starlette.routing import Route
 from tracker import auth, clock, errors, logs, metrics, wakeup, web
 from tracker.clients import quotas
 from tracker.domain import headers
+from tracker.privacy import optouts
 from tracker.sending import idempotency, intake, schemas, store
 from tracker.services import Services, services_of
 
@@ -34,6 +36,7 @@ SEND_ROUTE = "/v1/messages"
 BATCH_ROUTE = "/v1/messages/batch"
 JSON_MEDIA_TYPE = "application/json"
 REPLAYED_HEADER = headers.IDEMPOTENT_REPLAYED
+OPTED_OUT = "this number has opted out of this client's messages"
 LOG_MAX_IDS = 100  # a batch's line names its first ids; count says how many there are
 
 Rows = list[dict[str, Any]]
@@ -120,7 +123,7 @@ async def _accept(
             return _replayed(previous)
     rows = await build(intake.Intake(services.settings, principal.client, now, principal.policy))
     try:
-        answer = await _store(services, principal, rows, render, claim=claim, now=now)
+        answer = await _store(services, principal, rows, render, claim=claim, now=now, route=route)
     except errors.IdempotencyKeyTaken:
         if claim is None:  # only storing a claim can raise it
             raise
@@ -143,10 +146,12 @@ async def _store(
     *,
     claim: idempotency.Claim | None,
     now: dt.datetime,
+    route: str,
 ) -> idempotency.Answer:
     """Insert the rows (and the key's answer) in one transaction; the answer."""
     answer = None
     async with services.database.write() as session:
+        await _refuse_opted_out(session, services, principal, rows, route)
         if principal.policy.limited:  # an unlimited client counts nothing
             await quotas.admit(session, principal.policy, rows, now)
         await store.insert_messages(session, rows)
@@ -159,6 +164,22 @@ async def _store(
         services.doorbell.ring()
     # Without a key the answer is built after the commit, outside the write lock.
     return answer or idempotency.Answer(202, _dumps(render(rows)))
+
+
+async def _refuse_opted_out(
+    session: AsyncSession, services: Services, principal: auth.Principal, rows: Rows, route: str
+) -> None:
+    """400 on each ``to`` that opted out of this client's messages; nothing is stored."""
+    contacts = [row["contact"] for row in rows]
+    key = services.settings.pseudonym_key_bytes()
+    refused = await optouts.refused(session, contacts, principal.client, key)
+    if not refused:
+        return
+    if route == SEND_ROUTE:
+        raise errors.ValidationFailed({"to": [OPTED_OUT]})
+    raise errors.ValidationFailed(
+        {f"messages[{index}].to": [OPTED_OUT] for index, to in enumerate(contacts) if to in refused}
+    )
 
 
 async def _refused(
