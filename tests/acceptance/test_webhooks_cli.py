@@ -83,9 +83,11 @@ async def test_create_list_show_update_rotate_and_delete(env: dict[str, str], bi
 
 
 def support_id(listed: str) -> str:
-    """The id in the first body row of `webhooks list`."""
-    first = next(line for line in listed.splitlines() if line.strip().startswith("│"))
-    return first.strip().strip("│").split("│")[0].strip()
+    """The id in the first body row of `webhooks list` (plain text in a pipe: no boxes)."""
+    lines = [line for line in listed.splitlines() if line.strip()]
+    assert lines[0].split()[0] == "id"
+    assert "│" not in listed
+    return lines[1].split()[0]
 
 
 async def test_json_output_is_the_apis_shape(env: dict[str, str], billing: str) -> None:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tracker import db, errors
 from tracker.clients import overview, records, schemas
+from tracker.console import views
 from tracker.settings import Settings
 
 T = TypeVar("T")
@@ -205,7 +206,7 @@ def list_clients() -> None:
             _senders(client, settings),
             str(active.get(client.name, 0)),
         )
-    Console().print(table)
+    views.show(Console(), table)  # plain in a pipe
 
 
 @clients_cli.command("show")
@@ -235,7 +236,7 @@ def show(name: Name) -> None:
         created = key.created_at.isoformat(timespec="seconds")
         state = "revoked" if key.revoked else "active"
         table.add_row(key.name, key.prefix + "…", ",".join(key.scopes), created, state)
-    console.print(table)
+    views.show(console, table)
     by_status = ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
     console.print(f"messages: {by_status or 'none'}")
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock, db, errors, models
 from tracker.clients import records
+from tracker.console import views
 from tracker.settings import Settings
 from tracker.webhooks import endpoints, events, recovery, schemas, signing
 
@@ -165,7 +166,7 @@ def list_endpoints(
             endpoint.failing_since.isoformat(timespec="seconds") if endpoint.failing_since else "-"
         )
         table.add_row(str(endpoint.id), endpoint.client, endpoint.url, events_text, state, since)
-    out.print(table)
+    views.show(out, table)  # plain in a pipe
 
 
 @webhooks_cli.command("show")
@@ -307,7 +308,7 @@ def deliveries(
             _when(delivery.created_at),
             _when(delivery.next_attempt_at),
         )
-    out.print(table)
+    views.show(out, table)  # plain in a pipe
     if page.next_cursor:
         out.print(f"more: --cursor {page.next_cursor}")
 
