@@ -50,7 +50,7 @@ def parse(params: QueryParams, viewer: access.Viewer) -> Wanted:
     found = handlers.ListParams.model_validate(data)
     client = access.visible_client(viewer, found.client)
     cursor = queries.decode_cursor(found.cursor) if found.cursor else None
-    wanted = Wanted(_filter(found, client), found.limit, cursor)
+    wanted = Wanted(handlers.message_filter(found, client), found.limit, cursor)
     query = (params.get(SEARCH) or "").strip()
     return _with_search(wanted, query) if query else wanted
 
@@ -65,20 +65,6 @@ def _with_search(wanted: Wanted, query: str) -> Wanted:
     except errors.InvalidRecipient:
         return dataclasses.replace(wanted, search=query)
     return dataclasses.replace(wanted, filter=dataclasses.replace(wanted.filter, contact=contact))
-
-
-def _filter(params: handlers.ListParams, client: str | None) -> queries.MessageFilter:
-    return queries.MessageFilter(
-        statuses=tuple(params.status),
-        contact=params.to,
-        reference=params.reference,
-        sender_name=params.sender_name,
-        client=client,
-        provider_message_id=params.provider_message_id,
-        created_after=params.created_after,
-        created_before=params.created_before,
-        overdue=params.overdue,
-    )
 
 
 async def search(session: AsyncSession, wanted: Wanted, cutoff: dt.datetime) -> queries.Page:

@@ -242,7 +242,8 @@ def _visible_client(principal: auth.Principal, asked: str | None) -> str | None:
     return principal.client
 
 
-def _filter(params: ListParams, client: str | None) -> queries.MessageFilter:
+def message_filter(params: ListParams, client: str | None) -> queries.MessageFilter:
+    """The list's parameters as the filter ``queries`` reads (the dashboard's too)."""
     return queries.MessageFilter(
         statuses=tuple(params.status),
         contact=params.to,
@@ -270,7 +271,7 @@ async def list_messages(request: Request) -> Response:
         cutoff = clock.utcnow() - dt.timedelta(seconds=services.settings.dlr_overdue_seconds)
         page = await queries.list_messages(
             session,
-            _filter(params, client),
+            message_filter(params, client),
             limit=params.limit,
             cursor=cursor,
             overdue_cutoff=cutoff,
