@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -62,16 +62,21 @@ _TRACEBACK_SECRETS = re.compile(
 )
 
 
-def mask_phone_numbers(text: str) -> str:
-    """``254712345678`` -> ``2547****5678``, in any string."""
+def replace_phone_numbers(text: str, replacement: Callable[[str], str]) -> str:
+    """Every Kenyan mobile number in ``text``, in any written form, replaced by
+    ``replacement(msisdn)`` of its normalised form (``254712345678``)."""
 
-    def mask(match: re.Match[str]) -> str:
-        national = _NOT_DIGIT.sub("", match["prefixed"] or match["bare"])
-        return f"254{national[0]}****{national[-4:]}"
+    def replace(match: re.Match[str]) -> str:
+        return replacement("254" + _NOT_DIGIT.sub("", match["prefixed"] or match["bare"]))
 
     if len(text) < SHORTEST_NUMBER:
         return text
-    return PHONE_PATTERN.sub(mask, text)
+    return PHONE_PATTERN.sub(replace, text)
+
+
+def mask_phone_numbers(text: str) -> str:
+    """``254712345678`` -> ``2547****5678``, in any string."""
+    return replace_phone_numbers(text, lambda msisdn: f"{msisdn[:4]}****{msisdn[-4:]}")
 
 
 def scrub_traceback(text: str) -> str:

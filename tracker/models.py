@@ -52,6 +52,14 @@ def new_id() -> uuid.UUID:
     return ids.uuid7()
 
 
+# The retention job's partial indexes on messages (name -> condition), migration 0007.
+RETENTION_INDEXES = {
+    "redaction_due": "final_at IS NOT NULL AND body IS NOT NULL",
+    "pseudonymisation_due": "final_at IS NOT NULL AND pseudonymised_at IS NULL",
+    "final": "final_at IS NOT NULL",
+}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: dict[Any, Any] = {  # noqa: RUF012
@@ -69,7 +77,10 @@ class Message(Base):
     # so the claim's round robin over clients sees every due message.
     client: Mapped[str] = mapped_column(String(64), ForeignKey("clients.name"))
     sender_name: Mapped[str] = mapped_column(String(16))
+    # The number (254712345678); '' once pseudonymised, when only its keyed hash
+    # (privacy.pseudonyms) is left in contact_pseudonym.
     contact: Mapped[str] = mapped_column(String(16))
+    contact_pseudonym: Mapped[str | None] = mapped_column(String(64))
     network: Mapped[str | None] = mapped_column(String(32))
     body: Mapped[str | None] = mapped_column(Text)  # None once redacted by retention
     segments: Mapped[int] = mapped_column(SmallInteger)
@@ -94,6 +105,8 @@ class Message(Base):
     submitted_at: Mapped[dt.datetime | None]  # first handed to the provider
     accepted_at: Mapped[dt.datetime | None]  # the provider answered 200
     final_at: Mapped[dt.datetime | None]
+    redacted_at: Mapped[dt.datetime | None]  # the body was removed (retention, erasure)
+    pseudonymised_at: Mapped[dt.datetime | None]  # the number was replaced by its hash
 
     __table_args__ = (
         # The dispatcher's claim (outbox.claim_due): the lane (status, priority),
@@ -115,6 +128,25 @@ class Message(Base):
             "created_at",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
+        ),
+        # Privacy (#17): a pseudonymised number is found by its hash; the retention
+        # job finds each client's final rows still to redact, pseudonymise or delete
+        # oldest first, and a done row leaves the first two indexes.
+        Index(
+            "ix_messages_contact_pseudonym",
+            "contact_pseudonym",
+            postgresql_where=text("contact_pseudonym IS NOT NULL"),
+            sqlite_where=text("contact_pseudonym IS NOT NULL"),
+        ),
+        *(
+            Index(
+                f"ix_messages_{name}",
+                "client",
+                "final_at",
+                postgresql_where=text(condition),
+                sqlite_where=text(condition),
+            )
+            for name, condition in RETENTION_INDEXES.items()
         ),
     )
 
@@ -177,6 +209,10 @@ class Client(Base):
     daily_cap: Mapped[int | None]  # messages accepted per day (Africa/Nairobi)
     high_per_minute: Mapped[int | None]  # high-priority messages accepted in any 60 s
     weight: Mapped[int] = mapped_column(SmallInteger, default=1)  # share of each lane
+    # Overrides of TRACKER_RETENTION_* (durations like "7d", or "keep"); None: the setting.
+    retention_body: Mapped[str | None] = mapped_column(String(16))
+    retention_contact: Mapped[str | None] = mapped_column(String(16))
+    retention_message: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -433,3 +469,38 @@ class OptOut(Base):
             postgresql_where=text("client IS NULL"),
         ),
     )
+
+
+class AuditEvent(Base):
+    """Who did what to personal data, when, and to how many rows (#17).
+
+    Erasures, body reads and retention runs. Never holds a number or a body:
+    ``detail`` holds counts, and ``message_id`` a read message's id (no foreign
+    key: the audit outlives the message).
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(32))  # privacy.audit.Action
+    actor: Mapped[str] = mapped_column(String(160))  # "client/key name", or "retention"
+    message_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_audit_events_created", "created_at", "id"),)
+
+
+class DeletedMessageCount(Base):
+    """Per client, day of creation and final status: messages the retention job deleted.
+
+    Written in the deleting transaction, so ``/v1/stats`` still counts them (#17).
+    """
+
+    __tablename__ = "deleted_message_counts"
+
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[dt.datetime] = mapped_column(primary_key=True)  # 00:00 UTC
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger)
+    units: Mapped[int] = mapped_column(BigInteger)  # segments the provider took

@@ -5,8 +5,12 @@ reads the environment at import time. A bad value raises ``ConfigurationError``
 naming the variable; secret values never appear in that message.
 """
 
+# Over 400 lines, on purpose: every setting and its check in one place, so one
+# module answers "what can be configured, and what does it accept".
+
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import ipaddress
@@ -22,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tracker.domain import durations
 from tracker.errors import ConfigurationError
 
 # Alphanumeric Sender IDs are at most 11 characters (the column holds 16).
@@ -206,6 +211,13 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=64, ge=1, le=1000)
     webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
     # Networks webhooks may reach although private or loopback (e.g. 127.0.0.1/32 in dev).
+    # Privacy (#17): how long after a message became final its body is kept, its number
+    # is readable (then a keyed hash), and the message is kept at all (None: for ever).
+    # Each client may override them; see tracker.privacy.retention.
+    retention_body: Annotated[dt.timedelta | None, NoDecode] = dt.timedelta(days=7)
+    retention_contact: Annotated[dt.timedelta | None, NoDecode] = dt.timedelta(days=90)
+    retention_message: Annotated[dt.timedelta | None, NoDecode] = None
+    retention_interval: Annotated[dt.timedelta, NoDecode] = dt.timedelta(hours=1)
     webhook_allowed_networks: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
     ] = ()
@@ -226,6 +238,22 @@ class Settings(BaseSettings):
                         f"cannot read {ENV_PREFIX}{field.upper()}_FILE: {exc.strerror}"
                     ) from exc
         return data
+
+    @field_validator("retention_body", "retention_contact", "retention_message", mode="before")
+    @classmethod
+    def parse_period(cls, value: Any) -> Any:
+        """``7d``, ``24h``, ``15m``, ``90s``, plain seconds, or ``keep`` (for ever)."""
+        return durations.parse_period(value) if isinstance(value, str) else value
+
+    @field_validator("retention_interval", mode="before")
+    @classmethod
+    def parse_interval(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        interval = durations.parse(value)
+        if interval < dt.timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return interval
 
     @field_validator("sender_names", mode="before")
     @classmethod

@@ -16,7 +16,6 @@ import base64
 import binascii
 import datetime as dt
 import math
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from sqlalchemy import ColumnElement, Table, and_, func, literal, not_, or_, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock, errors, models
-from tracker.domain import status
+from tracker.domain import durations, status
 
 Status = status.Status
 Row = Mapping[Any, Any]  # column name -> value (SQLAlchemy's RowMapping fits)
@@ -37,8 +36,6 @@ MAX_LIMIT = 500
 # The list never returns bodies: they are the callers' data, not the operators'.
 LISTED_COLUMNS = tuple(column for column in MESSAGES.c if column.name != "body")
 MAX_WINDOW = dt.timedelta(days=400)
-WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_WINDOW = re.compile(r"([0-9]{1,9})([smhd]?)")
 # On SQLite the time-to-delivery percentiles are computed in Python over the
 # most recent delivered messages of the window, at most this many.
 DELIVERY_SAMPLE_SIZE = 50_000
@@ -188,12 +185,10 @@ async def list_messages(
 
 def parse_window(text: str) -> dt.timedelta:
     """``15m``, ``24h``, ``7d``, ``90s`` or plain seconds; a 400 on ``window`` otherwise."""
-    found = _WINDOW.fullmatch(text.lower())  # no spaces, signs or separators
-    if found is None:
-        raise errors.ValidationFailed(
-            {"window": ["must be a number of seconds or like 15m, 24h, 7d"]}
-        )
-    window = dt.timedelta(seconds=int(found[1]) * WINDOW_UNITS[found[2] or "s"])
+    try:
+        window = durations.parse(text)
+    except ValueError as exc:
+        raise errors.ValidationFailed({"window": [str(exc)]}) from None
     if not dt.timedelta(seconds=1) <= window <= MAX_WINDOW:
         raise errors.ValidationFailed({"window": [f"must be 1s to {MAX_WINDOW.days}d"]})
     return window

@@ -1,0 +1,196 @@
+"""Redacting bodies and pseudonymising numbers in every table that holds them.
+
+The retention job and erasures both come here, with the messages they chose.
+A pseudonymised message keeps the keyed hash of its number
+(``contact_pseudonym``) and loses the number itself (``contact`` becomes '');
+every number in the text it left behind (its receipts' raw bodies, its events'
+payloads, its webhook deliveries' data and attempts, its metadata and error)
+is replaced by its hash too, whichever number it is and however it is written.
+Each call works on the ids given, in the caller's transaction; callers keep
+batches small (a few hundred to a thousand messages).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker import logs, models
+from tracker.privacy import pseudonyms
+
+MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
+EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
+RECEIPTS: Table = models.CallbackReceipt.__table__  # type: ignore[assignment]
+DELIVERIES: Table = models.WebhookDelivery.__table__  # type: ignore[assignment]
+ATTEMPTS: Table = models.WebhookAttempt.__table__  # type: ignore[assignment]
+CHUNK = 500  # ids per IN (...): well inside every driver's parameter limit
+
+
+@dataclass(frozen=True)
+class Pseudonymised:
+    """Rows changed, per table."""
+
+    messages: int = 0
+    events: int = 0
+    receipts: int = 0
+    webhook_deliveries: int = 0
+    webhook_attempts: int = 0
+
+    def __add__(self, other: Pseudonymised) -> Pseudonymised:
+        return Pseudonymised(
+            *(a + b for a, b in zip(self.counts().values(), other.counts().values(), strict=True))
+        )
+
+    def counts(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def chunks(ids: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def text(value: str | None, key: bytes) -> str | None:
+    """``value`` with every number in it replaced by its pseudonym."""
+    if value is None:
+        return None
+    return logs.replace_phone_numbers(value, lambda msisdn: pseudonyms.of(msisdn, key))
+
+
+def document(value: Any, key: bytes) -> Any:
+    """A JSON value with every number in its strings (keys too) replaced."""
+    if value is None:
+        return None
+    return json.loads(text(json.dumps(value), key) or "null")
+
+
+async def redact(session: AsyncSession, ids: Sequence[uuid.UUID], now: dt.datetime) -> int:
+    """Remove the bodies of these messages (those not removed already)."""
+    m = MESSAGES.c
+    redacted = 0
+    for part in chunks(ids):
+        done = await session.execute(
+            update(MESSAGES)
+            .where(m.id.in_(part), m.body.is_not(None))
+            .values(body=None, redacted_at=now)
+        )
+        redacted += int(done.rowcount)  # type: ignore[attr-defined]
+    return redacted
+
+
+async def pseudonymise(
+    session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes, now: dt.datetime
+) -> Pseudonymised:
+    """Replace the numbers of these messages, and every number their rows hold."""
+    total = Pseudonymised()
+    for part in chunks(ids):
+        total += Pseudonymised(
+            messages=await _messages(session, part, key, now),
+            events=await _rewrite(
+                session, EVENTS, ("payload",), owner=EVENTS.c.message_id, ids=part, key=key
+            ),
+            receipts=await _rewrite(
+                session, RECEIPTS, ("body",), owner=RECEIPTS.c.message_id, ids=part, key=key
+            ),
+            webhook_deliveries=await _rewrite(
+                session,
+                DELIVERIES,
+                ("data", "last_error"),
+                owner=DELIVERIES.c.message_id,
+                ids=part,
+                key=key,
+            ),
+            webhook_attempts=await _attempts(session, part, key),
+        )
+    return total
+
+
+async def _messages(
+    session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes, now: dt.datetime
+) -> int:
+    m = MESSAGES.c
+    rows = await session.execute(
+        select(m.id, m.contact, m["metadata"], m.error, m.provider_description).where(
+            m.id.in_(ids), m.pseudonymised_at.is_(None)
+        )
+    )
+    changes = [
+        {
+            "b_id": row.id,
+            "b_pseudonym": pseudonyms.of(row.contact, key) if row.contact else None,
+            "b_meta": document(row.metadata, key),
+            "b_error": text(row.error, key),
+            "b_description": text(row.provider_description, key),
+        }
+        for row in rows
+    ]
+    if changes:
+        await session.execute(
+            update(MESSAGES)
+            .where(m.id == bindparam("b_id"))
+            .values(
+                {
+                    "contact": "",
+                    "contact_pseudonym": bindparam("b_pseudonym"),
+                    "metadata": bindparam("b_meta"),
+                    "error": bindparam("b_error"),
+                    "provider_description": bindparam("b_description"),
+                    "pseudonymised_at": now,
+                }
+            ),
+            changes,
+        )
+    return len(changes)
+
+
+async def _rewrite(
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    *,
+    owner: Any,
+    ids: Sequence[Any] | Select[Any],
+    key: bytes,
+) -> int:
+    """Rewrite ``columns`` (text or JSON) of the rows whose ``owner`` is in ``ids``;
+    only rows that held a number are written."""
+    rows = await session.execute(
+        select(table.c.id, *(table.c[c] for c in columns)).where(owner.in_(ids))
+    )
+    changes = []
+    for row in rows:
+        old = {name: getattr(row, name) for name in columns}
+        new = {
+            name: text(value, key) if isinstance(value, str) else document(value, key)
+            for name, value in old.items()
+        }
+        if new != old:
+            changes.append({"b_id": row.id, **{f"b_{name}": value for name, value in new.items()}})
+    if changes:
+        await session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in columns}),
+            changes,
+        )
+    return len(changes)
+
+
+async def _attempts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes) -> int:
+    """The attempts of these messages' webhook deliveries: errors and response excerpts."""
+    deliveries = select(DELIVERIES.c.id).where(DELIVERIES.c.message_id.in_(ids))
+    return await _rewrite(
+        session,
+        ATTEMPTS,
+        ("error", "response_excerpt"),
+        owner=ATTEMPTS.c.delivery_id,
+        ids=deliveries,
+        key=key,
+    )
