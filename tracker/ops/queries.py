@@ -82,10 +82,15 @@ def decode_cursor(text: str) -> Cursor:
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """Every condition is ANDed; ``contact`` is already normalised (2547...)."""
+    """Every condition is ANDed; ``contact`` is already normalised (2547...).
+
+    With ``contact_pseudonym`` (its keyed hash) too, a message pseudonymised since
+    is found by the number as well.
+    """
 
     statuses: tuple[Status, ...] = ()
     contact: str | None = None
+    contact_pseudonym: str | None = None
     reference: str | None = None
     sender_name: str | None = None
     client: str | None = None
@@ -121,8 +126,13 @@ def _conditions(wanted: MessageFilter, cutoff: dt.datetime) -> list[ColumnElemen
     found: list[ColumnElement[bool]] = []
     if wanted.statuses:
         found.append(m.status.in_(sorted({s.value for s in wanted.statuses})))
+    if wanted.contact is not None and wanted.contact_pseudonym is not None:
+        # Two indexes, one per column: PostgreSQL ORs their bitmaps, SQLite uses both.
+        pseudonym = wanted.contact_pseudonym
+        found.append(or_(m.contact == wanted.contact, m.contact_pseudonym == pseudonym))
+    elif wanted.contact is not None:
+        found.append(m.contact == wanted.contact)
     equal = {
-        m.contact: wanted.contact,
         m.reference: wanted.reference,
         m.sender_name: wanted.sender_name,
         m.client: wanted.client,

@@ -7,15 +7,18 @@ every number in the text it left behind (its receipts' raw bodies, its events'
 payloads, its webhook deliveries' data and attempts, its metadata and error)
 is replaced by its hash too, whichever number it is and however it is written.
 Each call works on the ids given, in the caller's transaction; callers keep
-batches small (a few hundred to a thousand messages).
+batches small (a few hundred to a thousand messages). ``idempotency_answers``
+is the one that goes by number instead: a stored answer is not tied to a
+message row, and a batch's answer names other people's numbers, which it keeps.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +33,7 @@ EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
 RECEIPTS: Table = models.CallbackReceipt.__table__  # type: ignore[assignment]
 DELIVERIES: Table = models.WebhookDelivery.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = models.WebhookAttempt.__table__  # type: ignore[assignment]
+IDEMPOTENCY_KEYS: Table = models.IdempotencyKey.__table__  # type: ignore[assignment]
 CHUNK = 500  # ids per IN (...): well inside every driver's parameter limit
 
 
@@ -62,6 +66,30 @@ def text(value: str | None, key: bytes) -> str | None:
     if value is None:
         return None
     return logs.replace_phone_numbers(value, lambda msisdn: pseudonyms.of(msisdn, key))
+
+
+def concealer(key: bytes) -> Callable[[str], str]:
+    """``text`` under one key, for code that must not know keys (``reports.plan``)."""
+
+    def conceal(value: str) -> str:
+        return logs.replace_phone_numbers(value, lambda msisdn: pseudonyms.of(msisdn, key))
+
+    return conceal
+
+
+_NOT_DIGIT = re.compile(r"\D")
+
+
+def one_number(value: str, msisdn: str, key: bytes) -> str:
+    """``value`` with this number (in any written form) replaced by its pseudonym, and
+    every other number left exactly as written."""
+    pseudonym = pseudonyms.of(msisdn, key)
+
+    def replace(match: re.Match[str]) -> str:
+        found = "254" + _NOT_DIGIT.sub("", match["prefixed"] or match["bare"])
+        return pseudonym if found == msisdn else match[0]
+
+    return logs.PHONE_PATTERN.sub(replace, value)
 
 
 def document(value: Any, key: bytes) -> Any:
@@ -194,3 +222,37 @@ async def _attempts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes)
         ids=deliveries,
         key=key,
     )
+
+
+async def idempotency_answers(
+    session: AsyncSession, msisdn: str, key: bytes, *, after: int = 0, limit: int = 1000
+) -> tuple[int, int | None]:
+    """Replace the number in the stored answers of callers' Idempotency-Keys, from
+    row id ``after`` on, at most ``limit`` rows; (rows changed, the last id read or None
+    when no row is left). A replay then shows the pseudonym where the number was.
+
+    An answer names a message's number normalised (``"to": "2547..."``), so the rows
+    are found by its digits; other forms of it beside that are replaced too.
+    """
+    k = IDEMPOTENCY_KEYS.c
+    rows = (
+        await session.execute(
+            select(k.id, k.response_body)
+            .where(k.id > after, k.response_body.contains(msisdn[3:], autoescape=True))
+            .order_by(k.id)
+            .limit(limit)
+        )
+    ).all()
+    changes = []
+    for row in rows:
+        new = one_number(row.response_body, msisdn, key)
+        if new != row.response_body:
+            changes.append({"b_id": row.id, "b_body": new})
+    if changes:
+        await session.execute(
+            update(IDEMPOTENCY_KEYS)
+            .where(k.id == bindparam("b_id"))
+            .values(response_body=bindparam("b_body")),
+            changes,
+        )
+    return len(changes), (rows[-1].id if rows else None)
