@@ -244,13 +244,17 @@ async def _run_worker(settings: Settings) -> None:
 @callbacks_cli.command("replay")
 def callbacks_replay() -> None:
     """Apply spooled callbacks (kept while the database was unreachable)."""
+    from tracker.privacy import scrub
     from tracker.reports import ingest
     from tracker.reports.spool import Spool
 
     settings = load_settings()
     spool = Spool(settings.spool_path)
     cap = settings.callback_reports_per_message
-    count = run(_with_database(settings, lambda d: ingest.replay(d, spool, cap=cap)))
+    conceal = scrub.concealer(settings.pseudonym_key_bytes())
+    count = run(
+        _with_database(settings, lambda d: ingest.replay(d, spool, cap=cap, conceal=conceal))
+    )
     typer.echo(f"replayed {count} callbacks from {settings.spool_path}")
 
 
