@@ -195,3 +195,26 @@ async def test_a_report_after_erasure_is_applied_and_stores_no_number(
         (receipt,) = (await session.scalars(select(models.CallbackReceipt))).all()
     assert pseudonym in receipt.body
     assert message.provider_description == f"Delivered to {pseudonym}"
+
+
+async def test_a_batch_answer_keeps_the_other_numbers_and_its_replay_shows_the_pseudonym(
+    client: httpx.AsyncClient,
+    admin: Headers,
+    app_key: Headers,
+    database: db.Database,
+    settings: Settings,
+) -> None:
+    """An Idempotency-Key answer naming two numbers loses only the erased one, so a
+    replay of that batch still answers, with the hash where the number was."""
+    batch = {"messages": [{"to": NUMBER, "message": "a"}, {"to": OTHER, "message": "b"}]}
+    headers = {**app_key, "Content-Type": "application/json", "Idempotency-Key": "the-batch"}
+    sent = await client.post("/v1/messages/batch", content=json.dumps(batch), headers=headers)
+    assert sent.status_code == 202, sent.text
+    assert (await erase(client, admin, to=NUMBER)).json()["idempotency_keys"] == 1
+    replayed = await client.post("/v1/messages/batch", content=json.dumps(batch), headers=headers)
+    assert replayed.status_code == 202
+    assert [m["to"] for m in replayed.json()["messages"]] == [
+        pseudonyms.of(NUMBER, settings.pseudonym_key_bytes()),
+        OTHER,
+    ]
+    assert "712345678" not in await privacy_support.every_row(database)
