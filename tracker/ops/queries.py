@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock, errors, models
 from tracker.domain import durations, status
+from tracker.ops import numbers
 
 Status = status.Status
 Row = Mapping[Any, Any]  # column name -> value (SQLAlchemy's RowMapping fits)
@@ -82,11 +83,8 @@ def decode_cursor(text: str) -> Cursor:
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """Every condition is ANDed; ``contact`` is already normalised (2547...).
-
-    With ``contact_pseudonym`` (its keyed hash) too, a message pseudonymised since
-    is found by the number as well.
-    """
+    """Every condition is ANDed; ``contact`` is already normalised (2547...); with
+    ``contact_pseudonym`` (its keyed hash) pseudonymised messages match it too."""
 
     statuses: tuple[Status, ...] = ()
     contact: str | None = None
@@ -126,12 +124,7 @@ def _conditions(wanted: MessageFilter, cutoff: dt.datetime) -> list[ColumnElemen
     found: list[ColumnElement[bool]] = []
     if wanted.statuses:
         found.append(m.status.in_(sorted({s.value for s in wanted.statuses})))
-    if wanted.contact is not None and wanted.contact_pseudonym is not None:
-        # Two indexes, one per column: PostgreSQL ORs their bitmaps, SQLite uses both.
-        pseudonym = wanted.contact_pseudonym
-        found.append(or_(m.contact == wanted.contact, m.contact_pseudonym == pseudonym))
-    elif wanted.contact is not None:
-        found.append(m.contact == wanted.contact)
+    # The contact (and its pseudonym) are matched by numbers.newest_first.
     equal = {
         m.reference: wanted.reference,
         m.sender_name: wanted.sender_name,
@@ -171,15 +164,11 @@ async def list_messages(
     """One page, newest first; ``next_cursor`` is None on the last page."""
     if not 1 <= limit <= MAX_LIMIT:
         raise errors.ValidationFailed({"limit": [f"must be between 1 and {MAX_LIMIT}"]})
-    m = MESSAGES.c
     conditions = _conditions(wanted, overdue_cutoff)
     if cursor is not None:
         conditions.append(_after(cursor))
-    query = (
-        select(*LISTED_COLUMNS)
-        .where(*conditions)
-        .order_by(m.created_at.desc(), m.id.desc())
-        .limit(limit + 1)
+    query = numbers.newest_first(
+        LISTED_COLUMNS, conditions, wanted.contact, wanted.contact_pseudonym, limit + 1
     )
     rows: list[Row] = list((await session.execute(query)).mappings())
     if len(rows) <= limit:
