@@ -29,7 +29,7 @@ from tracker.domain import status
 from tracker.privacy import audit, cancelling, pseudonyms, scrub
 
 MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
-BATCH = 1_000  # messages (or stored answers) per transaction
+BATCH = 250  # messages per transaction: with their events and receipts ~1,000 rows, ~40 ms
 CANCELLED_DETAIL = "cancelled: the number asked to be erased"
 CLI_ACTOR = "cli"
 
