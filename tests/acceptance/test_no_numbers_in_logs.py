@@ -34,6 +34,7 @@ NUMBERS = {
 }
 BODIES = [f"Habari Amina, your code is {code} (zebra-{code})" for code in (4821, 5932, 6043)]
 BATCH_BODY = "Order 77 shipped to Kisumu (zebra-batch)"
+FINAL = {"delivered", "failed"}  # reached through the sandbox's delivery callback
 
 
 def _digits_anywhere(msisdn: str) -> re.Pattern[str]:
@@ -106,10 +107,10 @@ def _wait_final(http: httpx.Client, app: dict[str, str], ids: list[str]) -> None
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         states = [http.get(f"/v1/messages/{i}", headers=app).json()["status"] for i in ids]
-        if all(s == "delivered" for s in states):
+        if all(s in FINAL for s in states):  # the sandbox fails a few at random
             return
         time.sleep(0.5)
-    raise AssertionError(f"not delivered in time: {states}")
+    raise AssertionError(f"no delivery report in time: {states}")
 
 
 def _privacy_calls(http: httpx.Client, keys: dict[str, str], ids: list[str]) -> None:
