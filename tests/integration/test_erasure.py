@@ -15,9 +15,10 @@ from tests.conftest import SettingsFactory
 from tests.integration import privacy_support
 from tests.integration.callback_support import post_report
 from tests.integration.send_support import Headers, api_settings, bearer, errors_of, post_json
-from tracker import db, models
+from tracker import clock, db, models
 from tracker.domain import status
 from tracker.privacy import audit, erasure, pseudonyms
+from tracker.reports import reading
 from tracker.settings import Settings
 
 NUMBER = "254712345678"
@@ -218,3 +219,30 @@ async def test_a_batch_answer_keeps_the_other_numbers_and_its_replay_shows_the_p
         OTHER,
     ]
     assert "712345678" not in await privacy_support.every_row(database)
+
+
+async def test_no_receipts_dedupe_key_can_give_the_number_back(
+    client: httpx.AsyncClient, admin: Headers, database: db.Database, settings: Settings
+) -> None:
+    """A receipt's dedupe key hashes its raw body (unkeyed): after erasure no key is the
+    hash of a body naming the number, reports before or after it; a repeat after it is
+    answered 200 and stored again, changing nothing."""
+    message_id = await factories.add_message(
+        database, contact=NUMBER, provider_message_id=PROVIDER_ID
+    )
+    interim = {"message_id": PROVIDER_ID, "contact": NUMBER, "status": "Pending"}
+    final = {"message_id": PROVIDER_ID, "contact": NUMBER, "status": "Delivered"}
+    assert (await post_report(client, settings, message_id, interim)).status_code == 200
+    await erase(client, admin, to=NUMBER)
+    for _ in range(2):
+        response = await post_report(client, settings, message_id, final)
+        assert response.status_code == 200, response.text
+    async with database.read() as session:
+        keys = set((await session.scalars(select(models.CallbackReceipt.dedupe_key))).all())
+    raw = {
+        reading.Receipt(message_id, json.dumps(body), None, clock.utcnow()).dedupe_key
+        for body in (interim, final)
+    }
+    assert len(keys) == 3
+    assert not keys & raw
+    assert (await factories.fetch_message(database, message_id)).status == status.Status.DELIVERED
