@@ -95,6 +95,13 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     no_dispatcher: Annotated[
         bool, typer.Option("--no-dispatcher", help="Serve the API only; run `tracker worker`.")
     ] = False,
+    no_webhooks: Annotated[
+        bool,
+        typer.Option(
+            "--no-webhooks",
+            help="Deliver no webhooks here; `tracker worker` processes deliver them.",
+        ),
+    ] = False,
     sandbox: Annotated[
         bool,
         typer.Option(
@@ -103,7 +110,8 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     ] = False,
     sandbox_port: Annotated[int, typer.Option(help="Port of the --sandbox provider.")] = 8090,
 ) -> None:
-    """Run the HTTP service: internal API, callback receiver, probes and the dispatcher."""
+    """Run the HTTP service: internal API, callback receiver, probes, the dispatcher and
+    the webhook deliverer."""
     from tracker import server
     from tracker.app import create_app, freeze_startup_objects, stop_sending
 
@@ -121,7 +129,7 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     with contextlib.ExitStack() as stack:
         if sandbox:
             settings = _with_sandbox(settings, stack, host, port, sandbox_port)
-        app = create_app(settings, run_dispatcher=not no_dispatcher, run_deliverer=True)
+        app = create_app(settings, run_dispatcher=not no_dispatcher, run_deliverer=not no_webhooks)
         freeze_startup_objects()
         server.run(app, lambda: stop_sending(app), host=host, port=port, sock=sock)
 
