@@ -71,8 +71,8 @@ async def cancel(base: str, key: str, message_id: str) -> None:
 async def test_a_failed_delivery_is_seen_opened_and_retried_to_success(
     tracker: Settings, database: db.Database, make_key: Callable[..., Any], watched: Watched
 ) -> None:
-    """The endpoint's failure and last error on the list; the delivery's two 500s with
-    their excerpt; retry, and the page shows the now-healthy receiver's success."""
+    """The endpoint's failure and last error appear on the open list; the delivery's two
+    500s with their excerpt; retry, and the page shows the now-healthy receiver's success."""
     base = tracker.public_url
     answer = Flaky()
     async with hooks.receiving(answer) as receiver:
@@ -80,19 +80,24 @@ async def test_a_failed_delivery_is_seen_opened_and_retried_to_success(
             database, receiver.url(), events=("message.cancelled",)
         )
         key = await make_key("app", "send,read")
+        page = watched.page
+        await log_in(page, base, key)
+        await page.click("nav >> text=Webhooks")
+        row = page.locator(f"tr[data-endpoint='{endpoint_id}']")
+        await expect(row.locator("[data-field=success_rate]")).to_have_text("\N{EN DASH}")
+        await page.evaluate("window.__same_document = true")
         message_id = await send(base, key)
         await cancel(base, key, message_id)  # the cancel's delivery goes to the receiver
         await receiver.wait_for(2)
         delivery_id = await only_delivery(database, endpoint_id)
         assert await hooks.settled(database, delivery_id) == "failed"
-        page = watched.page
-        await log_in(page, base, key)
-        await page.click("nav >> text=Webhooks")
-        row = page.locator(f"tr[data-endpoint='{endpoint_id}']")
+        await expect(row.locator("[data-field=last_error]")).to_have_text(
+            "HTTP 500", timeout=20_000
+        )
+        assert await page.evaluate("window.__same_document === true")  # no reload: htmx
         await expect(row.locator("[data-field=success_rate]")).to_have_text("0.0 % of 1")
         await expect(row.locator("[data-field=failed]")).to_have_text("1")
         await expect(row.locator("[data-field=backlog]")).to_have_text("0")
-        await expect(row.locator("[data-field=last_error]")).to_have_text("HTTP 500")
         await watched.screenshot("webhooks")
         await row.locator("a").first.click()
         await expect(page).to_have_url(f"{base}/dashboard/webhooks/{endpoint_id}")

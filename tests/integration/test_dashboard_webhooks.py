@@ -69,6 +69,10 @@ async def test_the_list_shows_own_endpoints_with_rate_backlog_and_last_error(
     assert cell(page, mine, "failed") == "2"
     assert cell(page, mine, "last_error") == "HTTP 500"
     assert cell(page, mine, "state") == "enabled"
+    live = (await web.get("/dashboard/webhooks/live")).text  # what htmx polls
+    assert live.startswith('<div id="webhooks-live"')
+    assert cell(live, mine, "success_rate") == "75.0 % of 4"
+    assert theirs not in live
     await support.log_in(web, await make_key("ops", "admin"))
     page = (await web.get("/dashboard/webhooks")).text
     assert mine in page
@@ -105,11 +109,14 @@ async def test_an_endpoint_page_filters_by_status_and_pages_by_keyset(
     shown = [int(n) for n in re.findall(r'<tr data-delivery="(\d+)"', first)]
     assert shown == sorted(failed, reverse=True)[:50]
     assert succeeded not in shown
+    assert f'hx-get="/dashboard/webhooks/{endpoint_id}/live?status=failed"' in first
     next_url = re.search(r'class="next" href="([^"]+)"', first)
     assert next_url is not None
     second = (await web.get(next_url[1].replace("&amp;", "&"))).text
     assert [int(n) for n in re.findall(r'<tr data-delivery="(\d+)"', second)] == [min(failed)]
     assert 'class="next"' not in second
+    polled = await web.get(f"/dashboard/webhooks/{endpoint_id}/live?status=succeeded")
+    assert re.findall(r'<tr data-delivery="(\d+)"', polled.text) == [str(succeeded)]
     everything = (await web.get(f"/dashboard/webhooks/{endpoint_id}")).text
     assert re.findall(r'<tr data-delivery="(\d+)"', everything)[0] == str(succeeded)
     assert (await web.get(f"/dashboard/webhooks/{endpoint_id}?status=lost")).status_code == 400

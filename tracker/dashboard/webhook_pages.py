@@ -54,8 +54,7 @@ def _endpoint_out(found: endpoints.Endpoint) -> dict[str, Any]:
     }
 
 
-async def list_page(request: Request) -> Response:
-    """``/dashboard/webhooks``: each endpoint with its success rate, backlog, last error."""
+async def _list_view(request: Request, template: str) -> Response:
     viewer = await access.viewer(request)
     since = clock.utcnow() - webhook_rates.WINDOW
     async with services_of(request).database.read() as session:
@@ -63,9 +62,17 @@ async def list_page(request: Request) -> Response:
         rates = await webhook_rates.success_rates(session, [e.id for e in found], since)
         numbers = {e.id: await recovery.overview(session, e.id) for e in found}
     rows = [{**_endpoint_out(e), "rate": rates[e.id], "numbers": numbers[e.id]} for e in found]
-    return pages.render(
-        "webhooks.html", viewer=viewer, rows=rows, window=webhook_rates.WINDOW_LABEL
-    )
+    return pages.render(template, viewer=viewer, rows=rows, window=webhook_rates.WINDOW_LABEL)
+
+
+async def list_page(request: Request) -> Response:
+    """``/dashboard/webhooks``: each endpoint with its success rate, backlog, last error."""
+    return await _list_view(request, "webhooks.html")
+
+
+async def list_live(request: Request) -> Response:
+    """The part of the list htmx polls and swaps in place."""
+    return await _list_view(request, "_webhooks_live.html")
 
 
 def _status_filter(request: Request) -> str | None:
@@ -77,30 +84,28 @@ def _status_filter(request: Request) -> str | None:
     return asked
 
 
-def _next_url(request: Request, cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    kept = [
-        (k, v) for k, v in request.query_params.multi_items() if k not in {"cursor", "recovered"}
-    ]
-    return f"{request.url.path}?{urllib.parse.urlencode([*kept, ('cursor', cursor)])}"
+def _page_url(request: Request, *, cursor: str | None, live: bool) -> str:
+    """This endpoint's page (or its live part) with the status filter and ``cursor``."""
+    status = request.query_params.get("status")
+    pairs = [("status", status)] if status else []
+    pairs += [("cursor", cursor)] if cursor else []
+    path = f"{LIST_PATH}/{request.path_params['id']}" + ("/live" if live else "")
+    return f"{path}?{urllib.parse.urlencode(pairs)}" if pairs else path
 
 
-async def endpoint_page(request: Request) -> Response:
-    """An endpoint: its numbers, deliveries newest first (by status, keyset pages), recover."""
+async def _endpoint_view(request: Request, template: str) -> Response:
     viewer = await access.viewer(request)
     endpoint_id: uuid.UUID = request.path_params["id"]
-    wanted = _status_filter(request)
+    wanted, cursor = _status_filter(request), request.query_params.get("cursor")
     async with services_of(request).database.read() as session:
         found = await endpoints.get(session, endpoint_id, client=own_client(viewer))
         if found is None:
             raise errors.NotFound(f"no webhook endpoint {endpoint_id}")
         numbers = await recovery.overview(session, endpoint_id)
-        page = await recovery.deliveries(
-            session, endpoint_id, status=wanted, cursor=request.query_params.get("cursor")
-        )
+        page = await recovery.deliveries(session, endpoint_id, status=wanted, cursor=cursor)
+    following = page.next_cursor
     return pages.render(
-        "webhook.html",
+        template,
         viewer=viewer,
         endpoint=_endpoint_out(found),
         numbers=numbers,
@@ -109,8 +114,19 @@ async def endpoint_page(request: Request) -> Response:
         statuses=recovery.STATUSES,
         windows=list(overview.WINDOWS),
         recovered=request.query_params.get("recovered"),
-        next_url=_next_url(request, page.next_cursor),
+        next_url=following and _page_url(request, cursor=following, live=False),
+        live_url=_page_url(request, cursor=cursor, live=True),
     )
+
+
+async def endpoint_page(request: Request) -> Response:
+    """An endpoint: its numbers, deliveries newest first (by status, keyset pages), recover."""
+    return await _endpoint_view(request, "webhook.html")
+
+
+async def endpoint_live(request: Request) -> Response:
+    """The part of an endpoint's page htmx polls and swaps in place."""
+    return await _endpoint_view(request, "_webhook_live.html")
 
 
 async def _delivery(
@@ -186,7 +202,9 @@ async def recover(request: Request) -> Response:
 
 routes = [
     Route(LIST_PATH, list_page, methods=["GET"], include_in_schema=False),
+    Route(LIST_PATH + "/live", list_live, methods=["GET"], include_in_schema=False),
     Route(ENDPOINT_PATH, endpoint_page, methods=["GET"], include_in_schema=False),
+    Route(ENDPOINT_PATH + "/live", endpoint_live, methods=["GET"], include_in_schema=False),
     Route(ENDPOINT_PATH + "/recover", recover, methods=["POST"], include_in_schema=False),
     Route(DELIVERY_PATH, delivery_page, methods=["GET"], include_in_schema=False),
     Route(DELIVERY_PATH + "/live", delivery_live, methods=["GET"], include_in_schema=False),
