@@ -170,7 +170,8 @@ async def test_every_answer_carries_the_strict_headers(
     """Pages, /docs and assets have a CSP without inline script and refuse framing."""
     await support.log_in(web, await make_key("app", "read"))
     htmx = "/dashboard/static/vendor/htmx/htmx.min.js"
-    for path in ("/dashboard", "/dashboard/messages", "/docs", htmx, "/dashboard/login"):
+    pages = ("/dashboard", "/dashboard/messages", "/dashboard/webhooks", "/dashboard/webhooks/live")
+    for path in (*pages, "/docs", htmx, "/dashboard/login"):
         answer = await web.get(path)
         assert answer.status_code == 200, path
         policy = answer.headers["content-security-policy"]
