@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from tracker.dashboard import counts
 from tracker.settings import Settings
 
 TARGET_MS = 150.0
+LOGIN_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 WARMUP = 20
 PATHS = (
     "/dashboard?window=24h",
@@ -70,15 +72,24 @@ async def fold_once(url: str) -> None:
         await connection.close()
 
 
+async def log_in(http: httpx.AsyncClient, key: str) -> None:
+    """Through the real form: its pre-session cookie and CSRF token, then the POST."""
+    form = await http.get("/dashboard/login")
+    token = LOGIN_CSRF.search(form.text)
+    if token is None:
+        raise RuntimeError("no CSRF token on the login form")
+    login = await http.post("/dashboard/login", data={"key": key, "csrf": token[1]})
+    if login.status_code != 303:
+        raise RuntimeError(f"login: {login.status_code}")
+
+
 async def measure(settings: Settings, all_cases: list[Case], requests: int) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         for case in all_cases:
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-                login = await http.post("/dashboard/login", data={"key": case.key})
-                if login.status_code != 303:
-                    raise RuntimeError(f"login: {login.status_code}")
+                await log_in(http, case.key)
                 for round_ in range(WARMUP + requests):
                     started = time.perf_counter()
                     answer = await http.get(case.path)

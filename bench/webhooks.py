@@ -13,6 +13,12 @@ clock in every process):
 - ingest: callbacks at concurrency 64 (``bench.callback_ingest``'s requests), in
   alternating rounds with no endpoint subscribed and with one; median rate with / without
   (target >= 0.8); each round waits until the webhooks of the last one have arrived;
+- the CPU time every process of the bench spent per callback in those rounds (the webhook's
+  delivery and its receipt included), and how busy the machine's cores were: on 2 cores
+  the load, serve and the receiver share them, so a rate bounded by CPU falls as the work
+  per callback grows;
+- on PostgreSQL, the same rounds again with ``serve --no-webhooks`` and the deliveries
+  made by a separate ``tracker worker`` (woken by NOTIFY);
 - drain: N pending deliveries (``webhook.test``, a message-sized body) over 8 endpoints
   on the receiver come due at once; deliveries/s of the one process, first to last
   arrival (target >= 500/s).
@@ -196,6 +202,29 @@ async def latency(
     return {"samples": len(ours), **summary(ours), "baseline": summary(raw)}
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, every core (/proc/stat)."""
+    user, nice, system, idle, iowait, *rest = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = user + nice + system + sum(rest)
+    return busy / ticks, (busy + idle + iowait) / ticks
+
+
+def our_cpu() -> float:
+    """CPU seconds of this process (the load) and its children (serve, receiver, worker)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if stat.parent.name == str(os.getpid()) or fields[1] == str(os.getpid()):
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def ingest(
     base: str,
     database: db.Database,
@@ -205,26 +234,37 @@ async def ingest(
     offset: int,
     count: int,
 ) -> dict[str, Any]:
-    """Alternating rounds without and with the endpoint subscribed; median rates."""
+    """Alternating rounds without and with the endpoint subscribed; median rates, and
+    CPU per callback of every process of the bench (its webhook's delivery and receipt
+    included), and how busy the machine's cores were during the rounds."""
     rates: dict[str, list[float]] = {"without": [], "with": []}
+    cpu_ms: dict[str, list[float]] = {"without": [], "with": []}
+    busy_share: dict[str, list[float]] = {"without": [], "with": []}
     await unsubscribe(database, endpoint_id)
     for _ in range(3):
         for case in ("without", "with"):
             if case == "with":
                 await resubscribe(database, endpoint_id)
+            busy, total = machine_cpu()
+            spent = our_cpu()
             result = await loadgen.run(base, requests_for(ids, offset, count), CONCURRENCY)
             offset += count
             rates[case].append(result.rate)
+            round_busy, round_total = machine_cpu()
+            busy_share[case].append((round_busy - busy) / (round_total - total))
             if case == "with":
-                await unsubscribe(database, endpoint_id)
                 # The next round starts once this one's webhooks are out.
                 await _drained(database, within=120)
+                await unsubscribe(database, endpoint_id)
+            cpu_ms[case].append((our_cpu() - spent) * 1000 / count)
     without, with_ = statistics.median(rates["without"]), statistics.median(rates["with"])
     return {
         "without_per_second": round(without, 1),
         "with_per_second": round(with_, 1),
         "ratio": round(with_ / without, 3),
         "count": count,
+        "cpu_ms_per_callback": {k: round(statistics.median(v), 3) for k, v in cpu_ms.items()},
+        "busy_share": {k: round(statistics.median(v), 3) for k, v in busy_share.items()},
     }
 
 
@@ -287,8 +327,9 @@ async def drain(
 
 async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any]:
     samples, round_n, drain_n = (30, 500, 1000) if quick else (200, 2000, 5000)
+    separate = backend == "postgresql"  # SQLite has no NOTIFY to wake another process
     async with scratch_database(backend, postgres_url) as url:
-        ids = await seed_pending(url, 10 + samples + 6 * round_n)
+        ids = await seed_pending(url, 10 + samples + 6 * round_n * (2 if separate else 1))
         database = db.Database(url)
         port = free_port()
         env = {
@@ -300,22 +341,32 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
             "TRACKER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
         command = [sys.executable, "-m", "tracker", "serve", "--no-dispatcher", "--port", str(port)]
+        worker_cost = None
         try:
-            with receiver_process() as (receiver, log), server(command, env, port) as base:
-                arrivals = Arrivals(log)
-                endpoint_id = await subscribe(database, f"{receiver}/hook")
-                await latency(base, receiver, arrivals, ids, offset=0, count=10)  # warm-up
-                idle = await latency(base, receiver, arrivals, ids, offset=10, count=samples)
-                cost = await ingest(
-                    base, database, endpoint_id, ids, offset=10 + samples, count=round_n
-                )
-                rate = await drain(database, receiver, arrivals, drain_n)
+            with receiver_process() as (receiver, log):
+                with server(command, env, port) as base:
+                    arrivals = Arrivals(log)
+                    endpoint_id = await subscribe(database, f"{receiver}/hook")
+                    await latency(base, receiver, arrivals, ids, offset=0, count=10)  # warm-up
+                    idle = await latency(base, receiver, arrivals, ids, offset=10, count=samples)
+                    offset = 10 + samples
+                    cost = await ingest(
+                        base, database, endpoint_id, ids, offset=offset, count=round_n
+                    )
+                    rate = await drain(database, receiver, arrivals, drain_n)
+                if separate:
+                    with server([*command, "--no-webhooks"], env, port) as base, worker(env):
+                        worker_cost = await ingest(
+                            base, database, endpoint_id, ids,
+                            offset=offset + 6 * round_n, count=round_n,
+                        )  # fmt: skip
         finally:
             await database.dispose()
     return {
         "backend": backend,
         "latency": idle,
         "ingest": cost,
+        "ingest_worker": worker_cost,
         "drain": rate,
         "met": idle["p50_ms"] < TARGET_P50_MS
         and cost["ratio"] >= TARGET_INGEST_RATIO
@@ -323,8 +374,31 @@ async def measure(backend: str, postgres_url: str, quick: bool) -> dict[str, Any
     }
 
 
+@contextmanager
+def worker(env: dict[str, str]) -> Iterator[None]:
+    """A ``tracker worker`` delivering the webhooks (its dispatcher finds nothing queued)."""
+    credentials = {
+        "TRACKER_KIMISMS_BASE_URL": "http://127.0.0.1:9",  # never called: no message queued
+        "TRACKER_KIMISMS_CLIENT_ID": "bench",
+        "TRACKER_KIMISMS_CLIENT_SECRET": "bench-secret",
+    }
+    command = [sys.executable, "-m", "tracker", "worker"]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env, **credentials}, stdout=log, stderr=log,
+            cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        try:
+            time.sleep(3)  # started and listening for NOTIFY before the first round
+            yield
+        finally:
+            process.terminate()
+            process.wait(15)
+
+
 def report(r: dict[str, Any]) -> str:
-    lat, cost, rate = r["latency"], r["ingest"], r["drain"]
+    lat, cost, rate, apart = r["latency"], r["ingest"], r["drain"], r["ingest_worker"]
+    cpu, busy = cost["cpu_ms_per_callback"], cost["busy_share"]
     base = lat["baseline"]
     return (
         f"webhooks ({r['backend']}): callback -> signed POST p50 {lat['p50_ms']} ms, "
@@ -333,7 +407,17 @@ def report(r: dict[str, Any]) -> str:
         f"{cost['ratio']:.3f} ({cost['with_per_second']:.0f}/s vs "
         f"{cost['without_per_second']:.0f}/s); drain {rate['per_second']} deliveries/s "
         f"({rate['arrived']}/{rate['count']} in {rate['seconds']} s) -> "
-        f"{'OK' if r['met'] else 'MISSED'}"
+        f"{'OK' if r['met'] else 'MISSED'}\n"
+        f"  CPU per callback, every process of the bench: {cpu['without']} ms without, "
+        f"{cpu['with']} ms with; cores busy {busy['without']:.0%} / {busy['with']:.0%}"
+        + (
+            f"\n  deliveries in a separate `tracker worker`: ingest with / without "
+            f"{apart['ratio']:.3f} ({apart['with_per_second']:.0f}/s vs "
+            f"{apart['without_per_second']:.0f}/s), CPU per callback "
+            f"{apart['cpu_ms_per_callback']['without']} / {apart['cpu_ms_per_callback']['with']} ms"
+            if apart
+            else ""
+        )
     )
 
 

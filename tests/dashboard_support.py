@@ -16,6 +16,7 @@ LOOPBACK = "http://127.0.0.1"
 _TILE = re.compile(r'data-tile="([a-z_]+)">\s*<span class="label">[^<]*</span>'
                    r'<span class="value">([^<]*)</span>')  # fmt: skip
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_LOGIN_CSRF = re.compile(r'action="/dashboard/login">.*?name="csrf" value="([^"]+)"', re.DOTALL)
 
 
 @asynccontextmanager
@@ -28,7 +29,18 @@ async def dashboard_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def log_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
-    return await client.post("/dashboard/login", data={"key": key, "next": "/dashboard"})
+    """Through the real form: GET it (its pre-session cookie and token), then POST."""
+    form = await client.get("/dashboard/login")
+    token = login_csrf(form.text)
+    data = {"key": key, "next": "/dashboard", "csrf": token}
+    return await client.post("/dashboard/login", data=data)
+
+
+def login_csrf(page: str) -> str:
+    """The login form's CSRF token."""
+    found = _LOGIN_CSRF.search(page)
+    assert found is not None, "no CSRF token on the login form"
+    return found[1]
 
 
 def tiles(page: str) -> dict[str, str]:

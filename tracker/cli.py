@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import signal
-import socket
 import sys
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import url as sa_url
 from typer._click import exceptions as click_errors  # typer vendors click; not re-exported
 
 import tracker
-from tracker import auth, db, errors, heartbeat, logs, migrate
+from tracker import auth, db, errors, heartbeat, logs, migrate, startup
 from tracker.clients import commands as clients_commands
 from tracker.clients import records
 from tracker.console import commands, views
 from tracker.privacy import commands as privacy_commands
-from tracker.settings import Settings, is_loopback_host
+from tracker.settings import Settings
 from tracker.webhooks import commands as webhooks_commands
 
 T = TypeVar("T")
@@ -96,6 +91,13 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     no_dispatcher: Annotated[
         bool, typer.Option("--no-dispatcher", help="Serve the API only; run `tracker worker`.")
     ] = False,
+    no_webhooks: Annotated[
+        bool,
+        typer.Option(
+            "--no-webhooks",
+            help="Deliver no webhooks here; `tracker worker` processes deliver them.",
+        ),
+    ] = False,
     sandbox: Annotated[
         bool,
         typer.Option(
@@ -104,7 +106,8 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     ] = False,
     sandbox_port: Annotated[int, typer.Option(help="Port of the --sandbox provider.")] = 8090,
 ) -> None:
-    """Run the HTTP service: internal API, callback receiver, probes and the dispatcher."""
+    """Run the HTTP service: internal API, callback receiver, probes, the dispatcher and
+    the webhook deliverer."""
     from tracker import server
     from tracker.app import create_app, freeze_startup_objects, stop_sending
 
@@ -112,96 +115,19 @@ def serve(  # noqa: PLR0917 - one parameter per CLI option
     sock = server.inherited_socket(fd) if fd is not None else None
     if sock is not None:
         host, port = server.socket_host(sock), sock.getsockname()[1]
-    _first_line_and_free_ports(
+    startup.say_where_and_check_ports(
         settings, host, port, bind=sock is None, sandbox_port=sandbox_port if sandbox else None
     )
     if not (sandbox or no_dispatcher):
         settings.require_provider_credentials()
-    _require_callback_secrets_off_loopback(settings, host)
+    startup.require_callback_secrets_off_loopback(settings, host)
     migrate.prepare_at_start(settings.async_database_url)
     with contextlib.ExitStack() as stack:
         if sandbox:
-            settings = _with_sandbox(settings, stack, host, port, sandbox_port)
-        app = create_app(settings, run_dispatcher=not no_dispatcher, run_deliverer=True)
+            settings = startup.with_sandbox(settings, stack, host, port, sandbox_port)
+        app = create_app(settings, run_dispatcher=not no_dispatcher, run_deliverer=not no_webhooks)
         freeze_startup_objects()
         server.run(app, lambda: stop_sending(app), host=host, port=port, sock=sock)
-
-
-def _first_line_and_free_ports(
-    settings: Settings, host: str, port: int, *, bind: bool, sandbox_port: int | None
-) -> None:
-    """Say where the database is, then stop with one line if a port to bind is taken."""
-    where = _database_location(settings)
-    # On stdout, with the logs: stderr stays one line when the start is refused.
-    typer.echo(f"tracker {tracker.__version__} on {host}:{port}, database {where}")
-    if bind:
-        _require_free_port(host, port, "--port")
-    if sandbox_port is not None:
-        _require_free_port("127.0.0.1", sandbox_port, "--sandbox-port")
-
-
-def _database_location(settings: Settings) -> str:
-    """The SQLite file as an absolute path, or the URL without its password."""
-    url = sa_url.make_url(settings.async_database_url)
-    if url.get_backend_name() == "sqlite" and url.database:
-        return str(Path(url.database).resolve())
-    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
-
-
-def _require_free_port(host: str, port: int, option: str) -> None:
-    """A busy port is one line naming it, before any migration or thread starts."""
-    try:
-        socket.create_server((host, port), family=_family(host)).close()
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            return  # anything else (a bad address...) is left to the server's own message
-        raise errors.ConfigurationError(
-            f"port {port} on {host} is already in use (another tracker serve?): "
-            f"stop it or choose another with {option}"
-        ) from None
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def _require_callback_secrets_off_loopback(settings: Settings, host: str) -> None:
-    """The development key is public: URLs it signs can be forged by anyone who can reach us."""
-    if not settings.callback_secrets.get_secret_value() and not is_loopback_host(host):
-        raise errors.ConfigurationError(
-            f"TRACKER_CALLBACK_SECRETS is not set, so callback URLs would be signed with the "
-            f"public development key: set it to listen on {host} (or listen on loopback)"
-        )
-
-
-def _with_sandbox(
-    settings: Settings, stack: contextlib.ExitStack, host: str, port: int, sandbox_port: int
-) -> Settings:
-    """Start the sandbox in a thread and point the settings at it (loopback only)."""
-    from tracker.sandbox import SandboxConfig, running_sandbox
-
-    client_id = settings.kimisms_client_id or "sandbox-client"
-    secret = settings.kimisms_client_secret.get_secret_value() or "sandbox-secret"
-    config = SandboxConfig(
-        client_id=client_id,
-        client_secret=secret,
-        sender_names=settings.sender_names,
-        rate_limit_per_minute=settings.rate_limit_per_minute,  # so /v1/stats counts true 429s
-    )
-    sandbox_url = stack.enter_context(running_sandbox(config, port=sandbox_port))
-    public_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
-    typer.echo(
-        f"sandbox provider at {sandbox_url} (magic numbers: {sandbox_url}/sandbox/magic-numbers)",
-        err=True,
-    )
-    return settings.model_copy(
-        update={
-            "kimisms_base_url": sandbox_url,
-            "kimisms_client_id": client_id,
-            "kimisms_client_secret": SecretStr(secret),
-            "public_url": f"http://{public_host}:{port}",
-        }
-    )
 
 
 @cli.command()

@@ -129,6 +129,19 @@ class Message(Base):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
+        # The queue snapshot (queries.queue_snapshot), as the dashboard polls it (#16):
+        # queued and sending rows only, every column it reads, so no row is read (0008).
+        Index(
+            "ix_messages_queue",
+            "status",
+            "next_attempt_at",
+            "expires_at",
+            "submitted_at",
+            "lease_until",
+            "client",
+            postgresql_where=text("status IN ('queued', 'sending')"),
+            sqlite_where=text("status IN ('queued', 'sending')"),
+        ),
         # Privacy (#17): a pseudonymised number is found by its hash; the retention
         # job finds each client's final rows still to redact, pseudonymise or delete
         # oldest first, and a done row leaves the first two indexes.

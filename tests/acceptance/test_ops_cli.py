@@ -154,6 +154,16 @@ def test_stats_prints_counts_and_the_queue(server: Server) -> None:
     assert json.loads(admin.stdout)["client"] is None
 
 
+def test_stats_shows_a_clients_quota_counts(server: Server) -> None:
+    """A client's key sees its admission counts against its limits; admin's table has none."""
+    sent_id(server, "0712345041", "counted against the quota")
+    used = json.loads(tracker(server, "stats", "--json").stdout)["quota"]["daily_cap"]["used"]
+    rows = [" ".join(line.split()) for line in tracker(server, "stats").stdout.splitlines()]
+    assert f"accepted today (Nairobi) {used:,} of no limit" in rows  # plain in a pipe
+    admin = tracker(server, "stats", "--key", server.admin_key).stdout
+    assert "accepted today" not in admin
+
+
 def test_watch_once_prints_the_latest_messages(server: Server) -> None:
     """`watch --once` draws the live view a single time and exits."""
     message_id = sent_id(server, "0712345050", "watched")

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import SettingsFactory, blocking_admin, postgres_url
 from tests.processes import free_port, run_tracker, started
-from tracker import cli, db, migrate
+from tracker import db, migrate, startup
 
 CREDENTIALS = {"TRACKER_KIMISMS_CLIENT_ID": "id", "TRACKER_KIMISMS_CLIENT_SECRET": "s3cret"}
 
@@ -100,7 +100,7 @@ def test_item_10_serve_sandbox_takes_the_configured_rate_limit(
     """`serve --sandbox` with a rate of 2/min: the sandbox answers the third call with 429."""
     settings = make_settings(rate_limit_per_minute=2, database_url=f"sqlite:///{tmp_path}/t.db")
     with contextlib.ExitStack() as stack:
-        sandboxed = cli._with_sandbox(settings, stack, "127.0.0.1", 8000, free_port())
+        sandboxed = startup.with_sandbox(settings, stack, "127.0.0.1", 8000, free_port())
         url = f"{sandboxed.kimisms_base_url}/api/generate-token"
         codes = [httpx.post(url, json={}).status_code for _ in range(3)]
     assert 429 not in codes[:2]

@@ -81,3 +81,28 @@ async def test_a_delivery_killed_mid_post_arrives_after_the_restart(
     assert payload["data"]["id"] == str(message_id)
     found = await hooks.delivery(database, delivery.id)
     assert found.attempts == 1  # the killed attempt left no record; the redone one did
+
+
+async def test_serve_with_no_webhooks_leaves_deliveries_to_a_worker(
+    database: db.Database, database_url: str, tmp_path: Path
+) -> None:
+    """``serve --no-webhooks`` applies the report but POSTs nothing; a worker then delivers."""
+    message_id = await add_message(database)
+    port = free_port()
+    env = environment(database_url, tmp_path, port)
+    ready = f"http://127.0.0.1:{port}/healthz"
+    async with hooks.receiving() as receiver:
+        await hooks.add_endpoint(database, receiver.url())
+        serving = contextlib.ExitStack()
+        command = started("serve", "--no-webhooks", "--port", str(port), env=env, ready_url=ready)
+        await asyncio.to_thread(serving.enter_context, command)
+        with serving:
+            await apply_reports(database, receipt(message_id))
+            await asyncio.sleep(3)  # beyond the deliverer's 2 s fallback poll
+            assert receiver.requests == []
+            (delivery,) = await hooks.pending_deliveries(database)
+            working = contextlib.ExitStack()
+            await asyncio.to_thread(working.enter_context, started("worker", env=env))
+            with working:
+                await receiver.wait_for(1, within=30)
+                assert await hooks.settled(database, delivery.id, within=30) == "succeeded"

@@ -170,7 +170,8 @@ async def test_every_answer_carries_the_strict_headers(
     """Pages, /docs and assets have a CSP without inline script and refuse framing."""
     await support.log_in(web, await make_key("app", "read"))
     htmx = "/dashboard/static/vendor/htmx/htmx.min.js"
-    for path in ("/dashboard", "/dashboard/messages", "/docs", htmx, "/dashboard/login"):
+    pages = ("/dashboard", "/dashboard/messages", "/dashboard/webhooks", "/dashboard/webhooks/live")
+    for path in (*pages, "/docs", htmx, "/dashboard/login"):
         answer = await web.get(path)
         assert answer.status_code == 200, path
         policy = answer.headers["content-security-policy"]
@@ -226,3 +227,30 @@ async def test_a_message_page_lists_its_webhook_deliveries_and_attempts(
     assert "503" in page
     assert "HTTP 503" in page
     assert "whsec_hidden-secret" not in page
+
+
+async def test_a_login_post_without_its_forms_token_is_refused(
+    web: httpx.AsyncClient, make_key: Callable[..., Any]
+) -> None:
+    """Login CSRF: no token, no pre-session cookie, or another cookie's token is a 403
+    (no session); the form's own token with its cookie logs in."""
+    key = await make_key("app", "read")
+    bare = await web.post("/dashboard/login", data={"key": key})
+    assert bare.status_code == 403
+    assert session.COOKIE_NAME not in web.cookies
+    form = await web.get("/dashboard/login")
+    token = support.login_csrf(form.text)
+    assert web.cookies.get(session.LOGIN_COOKIE_NAME)
+    web.cookies.clear()  # the token without its cookie
+    stolen = await web.post("/dashboard/login", data={"key": key, "csrf": token})
+    assert stolen.status_code == 403
+    assert session.COOKIE_NAME not in web.cookies
+    fresh = support.login_csrf(stolen.text)  # a fresh form (and cookie) to try again with
+    assert fresh != token
+    mismatched = await web.post("/dashboard/login", data={"key": key, "csrf": token})
+    assert mismatched.status_code == 403
+    token = fresh
+    answer = await web.post("/dashboard/login", data={"key": key, "csrf": token})
+    assert answer.status_code == 303
+    assert session.COOKIE_NAME in web.cookies
+    assert (await web.get("/dashboard")).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import parse_qs, urlsplit
 
-from tracker.dashboard import charts, counts, overview, views
+from tracker.dashboard import charts, counts, login, overview
 
 NOW = dt.datetime(2026, 12, 2, 7, 30, tzinfo=dt.UTC)
 
@@ -48,10 +48,10 @@ def test_tile_links_filter_the_list_to_the_rows_behind_them() -> None:
 
 def test_the_login_only_returns_to_our_own_pages() -> None:
     """An absolute or scheme-relative ``next`` becomes /dashboard (no open redirect)."""
-    assert views._next("/dashboard/messages?status=failed") == "/dashboard/messages?status=failed"
-    assert views._next("https://evil.example/") == "/dashboard"
-    assert views._next("//evil.example/dashboard") == "/dashboard"
-    assert views._next(None) == "/dashboard"
+    assert login._next("/dashboard/messages?status=failed") == "/dashboard/messages?status=failed"
+    assert login._next("https://evil.example/") == "/dashboard"
+    assert login._next("//evil.example/dashboard") == "/dashboard"
+    assert login._next(None) == "/dashboard"
 
 
 def test_next_hour_rounds_up_except_on_the_hour() -> None:

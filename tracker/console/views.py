@@ -178,7 +178,23 @@ def stats_table(stats: Mapping[str, Any]) -> Table:
     table.add_row("overdue (now)", f"{stats['overdue']:,}")
     table.add_row("provider 429s", f"{stats['provider']['rate_limited']:,}")
     table.add_row("provider errors", f"{stats['provider']['errors']:,}")
+    quota = stats.get("quota")  # one client's admission counts; None over every client
+    if quota:
+        for name, label in QUOTA_ROWS:
+            table.add_row(label, _used_of(quota[name]))
     return table
+
+
+QUOTA_ROWS = (
+    ("rate_per_minute", "accepted, last 60 s"),
+    ("daily_cap", "accepted today (Nairobi)"),
+    ("high_per_minute", "high priority, last 60 s"),
+)
+
+
+def _used_of(count: Mapping[str, Any]) -> str:
+    limit = count["limit"]
+    return f"{count['used']:,} of {'no limit' if limit is None else f'{limit:,}'}"
 
 
 def watch_view(

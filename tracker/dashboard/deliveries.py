@@ -1,6 +1,6 @@
 """A message's webhook deliveries and their attempts (#15's tables), for its timeline.
 
-Read-only: the webhook pages themselves (endpoints, retry, recover) come with #15.
+Read-only: the timeline links each to its page in ``webhook_pages`` (attempts, retry).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ async def of_message(session: AsyncSession, message_id: uuid.UUID) -> list[dict[
             )
     return [
         {
+            "id": row.id,
             "event_type": row.event_type,
             "endpoint_id": row.endpoint_id,
             "status": row.status,

@@ -3,7 +3,9 @@
 The cookie holds the key's id, never the key, and an expiry; every request looks
 the key up again, so a revoked key ends its sessions at once. The CSRF token is
 an HMAC of the session's nonce: a form posts it back and a forged page cannot
-read it (SameSite=Strict and the CSP do the rest).
+read it (SameSite=Strict and the CSP do the rest). The login form, before any
+session, has its own: an HMAC of a random pre-session cookie's value, so a login
+POST from another site (login CSRF) lacks the cookie or the token.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 from tracker.settings import Settings, is_loopback_host
 
 COOKIE_NAME = "tracker_session"
+LOGIN_COOKIE_NAME = "tracker_login"
+LOGIN_COOKIE_PATH = "/dashboard/login"
+LOGIN_LIFETIME_SECONDS = 3600  # a login form left open longer is issued again
 LIFETIME_SECONDS = 8 * 3600
 SECRET_FILE = "session-secret"  # noqa: S105 - a file name, not a secret
 
@@ -90,6 +95,22 @@ def csrf_token(session: Session, secret: bytes) -> str:
 
 def csrf_ok(session: Session, secret: bytes, token: str | None) -> bool:
     return token is not None and hmac.compare_digest(token, csrf_token(session, secret))
+
+
+def new_login_nonce() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def login_token(nonce: str, secret: bytes) -> str:
+    """The login form's CSRF token for the pre-session cookie ``nonce``."""
+    return _mac(secret, f"login|{nonce}".encode())
+
+
+def login_ok(nonce: str | None, secret: bytes, token: str | None) -> bool:
+    """The form's token matches its pre-session cookie (both present)."""
+    if not nonce or token is None:
+        return False
+    return hmac.compare_digest(token, login_token(nonce, secret))
 
 
 def cookie_secure(host: str | None) -> bool:

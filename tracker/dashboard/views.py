@@ -1,14 +1,12 @@
-"""The dashboard's routes: login, overview, messages, a message (and its cancel), /docs.
+"""The dashboard's routes: overview, messages, a message (and its cancel), /docs.
 
 Pages are GETs; every change is a POST carrying the session's CSRF token.
-Webhook pages (endpoints, deliveries, retry/recover) belong beside the message
-pages once #15 lands: see ``routes`` below.
+The webhook pages (endpoints, deliveries, retry, recover) are ``webhook_pages``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -17,67 +15,24 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from tracker import auth, clock, errors, logs, web
-from tracker.dashboard import access, charts, counts, deliveries, listing, overview, pages, session
+from tracker import clock, errors, logs
+from tracker.dashboard import (
+    access,
+    charts,
+    counts,
+    deliveries,
+    forms,
+    listing,
+    login,
+    overview,
+    pages,
+    webhook_pages,
+)
 from tracker.ops import queries
 from tracker.sending import schemas, store
 from tracker.services import services_of
 
 log = logs.get_logger(__name__)
-MAX_FORM_BYTES = 4096
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """A small urlencoded form (login key, CSRF token); larger bodies are refused (413)."""
-    body = await web.read_body(request, MAX_FORM_BYTES)
-    pairs = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), max_num_fields=8)
-    return dict(pairs)
-
-
-async def login_page(request: Request) -> Response:
-    return pages.render("login.html", next=_next(request.query_params.get("next")))
-
-
-def _next(path: str | None) -> str:
-    """Only our own pages: never an absolute or scheme-relative URL."""
-    if path and path.startswith("/dashboard") and not path.startswith("//"):
-        return path
-    return "/dashboard"
-
-
-async def login(request: Request) -> Response:
-    """The key entered once becomes the session cookie; the key itself is not kept."""
-    form = await _form(request)
-    services = services_of(request)
-    principal = await auth.verify_key(services.database, form.get("key", "").strip())
-    if principal is None or not principal.allows(auth.Scope.READ):
-        problem = "That key is not valid, or lacks the read scope."
-        return pages.render("login.html", status_code=401, error=problem, next=_next(None))
-    secret = session.secret_of(services.settings)
-    opened = session.new(principal.key_id)
-    response = RedirectResponse(_next(form.get("next")), status_code=303)
-    response.set_cookie(
-        session.COOKIE_NAME,
-        session.encode(opened, secret),
-        max_age=session.LIFETIME_SECONDS,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=session.cookie_secure(request.url.hostname),
-    )
-    log.info("dashboard_login", client=principal.client)
-    return pages.secure(response)
-
-
-async def logout(request: Request) -> Response:
-    form = await _form(request)
-    found = await access.viewer(request)
-    secret = session.secret_of(services_of(request).settings)
-    if session.csrf_ok(found.session, secret, form.get("csrf")):
-        response = RedirectResponse(access.LOGIN_PATH, status_code=303)
-        response.delete_cookie(session.COOKIE_NAME, path="/")
-        return pages.secure(response)
-    return pages.render("login.html", status_code=403, error="Reload and try again.", next="")
 
 
 def _window(request: Request) -> str:
@@ -172,7 +127,7 @@ async def message_live(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     """The cancel button: the API's own cancel, then back to the message."""
-    form = await _form(request)
+    form = await forms.read(request)
     viewer = await access.actor(request, form.get("csrf"))
     message_id: uuid.UUID = request.path_params["id"]
     own = None if viewer.is_admin else viewer.principal.client
@@ -198,9 +153,9 @@ routes = [
     Route("/dashboard", overview_page, methods=["GET"], include_in_schema=False),
     Route("/dashboard/live", overview_live, methods=["GET"], include_in_schema=False),
     Route("/dashboard/charts", charts.data, methods=["GET"], include_in_schema=False),
-    Route(access.LOGIN_PATH, login_page, methods=["GET"], include_in_schema=False),
-    Route(access.LOGIN_PATH, login, methods=["POST"], include_in_schema=False),
-    Route("/dashboard/logout", logout, methods=["POST"], include_in_schema=False),
+    Route(access.LOGIN_PATH, login.login_page, methods=["GET"], include_in_schema=False),
+    Route(access.LOGIN_PATH, login.login, methods=["POST"], include_in_schema=False),
+    Route("/dashboard/logout", login.logout, methods=["POST"], include_in_schema=False),
     Route("/dashboard/messages", messages_page, methods=["GET"], include_in_schema=False),
     Route("/dashboard/messages/{id:uuid}", message_page, methods=["GET"], include_in_schema=False),
     Route(
@@ -209,8 +164,7 @@ routes = [
     Route(
         "/dashboard/messages/{id:uuid}/cancel", cancel, methods=["POST"], include_in_schema=False
     ),
-    # Webhooks (#15), once landed: /dashboard/webhooks, /dashboard/webhooks/{id}
-    # and POST .../retry and .../recover, with access.actor like ``cancel``.
+    *webhook_pages.routes,
     Mount(pages.STATIC_PREFIX, app=pages.static_files, name="dashboard-static"),
 ]
 exception_handlers = {access.LoginRequired: access.to_login}

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import pydantic_core
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -58,8 +59,20 @@ def _endpoint_id(request: Request) -> uuid.UUID:
     return endpoint_id
 
 
-def _not_found(endpoint_id: uuid.UUID) -> errors.NotFound:
-    return errors.NotFound(f"no webhook endpoint {endpoint_id}")
+async def _visible(
+    session: AsyncSession,
+    principal: auth.Principal,
+    endpoint_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> endpoints.Endpoint:
+    """The endpoint if the key may see it; a 404 otherwise (another client's too)."""
+    found = await endpoints.get(
+        session, endpoint_id, client=_own_client(principal), for_update=for_update
+    )
+    if found is None:
+        raise errors.NotFound(f"no webhook endpoint {endpoint_id}")
+    return found
 
 
 def _query(model: type[Params], request: Request) -> Params:
@@ -118,9 +131,7 @@ async def get_endpoint(request: Request) -> Response:
     endpoint_id = _endpoint_id(request)
     async with services.database.read() as session:
         principal = await auth.require(request, services.database, auth.Scope.READ, session=session)
-        found = await endpoints.get(session, endpoint_id, client=_own_client(principal))
-        if found is None:
-            raise _not_found(endpoint_id)
+        found = await _visible(session, principal, endpoint_id)
         counts = await recovery.overview(session, endpoint_id)
     return _json(HTTPStatus.OK, schemas.detail_out(found, counts))
 
@@ -148,9 +159,7 @@ async def delete_endpoint(request: Request) -> Response:
     principal = await auth.require(request, services.database, auth.Scope.SEND)
     endpoint_id = _endpoint_id(request)
     async with services.database.write() as session:
-        found = await endpoints.get(session, endpoint_id, client=_own_client(principal))
-        if found is None:
-            raise _not_found(endpoint_id)
+        found = await _visible(session, principal, endpoint_id)
         await endpoints.remove(session, endpoint_id)
     log.info("webhook_endpoint_deleted", endpoint_id=str(endpoint_id), client=found.client)
     return Response(status_code=HTTPStatus.NO_CONTENT)
@@ -164,11 +173,7 @@ async def rotate_secret(request: Request) -> Response:
     now = clock.utcnow()
     until = now + dt.timedelta(seconds=services.settings.webhook_secret_grace_seconds)
     async with services.database.write() as session:
-        current = await endpoints.get(
-            session, endpoint_id, client=_own_client(principal), for_update=True
-        )
-        if current is None:
-            raise _not_found(endpoint_id)
+        current = await _visible(session, principal, endpoint_id, for_update=True)
         rotated = await endpoints.rotate_secret(session, current, signing.new_secret(), until, now)
     log.info("webhook_secret_rotated", endpoint_id=str(endpoint_id), previous_until=until)
     return _json(HTTPStatus.OK, schemas.with_secret(rotated))
@@ -181,8 +186,7 @@ async def list_deliveries(request: Request) -> Response:
     async with services.database.read() as session:
         principal = await auth.require(request, services.database, auth.Scope.READ, session=session)
         params = _query(schemas.DeliveriesParams, request)
-        if await endpoints.get(session, endpoint_id, client=_own_client(principal)) is None:
-            raise _not_found(endpoint_id)
+        await _visible(session, principal, endpoint_id)
         page = await recovery.deliveries(
             session, endpoint_id, status=params.status, limit=params.limit, cursor=params.cursor
         )
@@ -210,9 +214,7 @@ async def recover_endpoint(request: Request) -> Response:
     endpoint_id = _endpoint_id(request)
     since = _query(schemas.RecoverParams, request).since
     async with services.database.write() as session:
-        found = await endpoints.get(session, endpoint_id, client=_own_client(principal))
-        if found is None:
-            raise _not_found(endpoint_id)
+        found = await _visible(session, principal, endpoint_id)
         recovered = await recovery.recover(session, found, since, clock.utcnow())
     if recovered:
         _ring(services)
@@ -226,9 +228,7 @@ async def send_test(request: Request) -> Response:
     principal = await auth.require(request, services.database, auth.Scope.SEND)
     endpoint_id = _endpoint_id(request)
     async with services.database.write() as session:
-        found = await endpoints.get(session, endpoint_id, client=_own_client(principal))
-        if found is None:
-            raise _not_found(endpoint_id)
+        found = await _visible(session, principal, endpoint_id)
         queued = await recovery.queue_test(session, found, clock.utcnow())
     _ring(services)
     log.info("webhook_test_queued", endpoint_id=str(endpoint_id), delivery_id=queued.id)

@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ CLAIMED_COLUMNS = (
     D.occurred_at, D.attempts, D.next_attempt_at,
 )  # fmt: skip
 SCAN_FACTOR = 4  # candidates locked per wanted row, so busy endpoints' rows leave room
+SETTLE_CHUNK = 250  # outcomes per UPDATE: three parameters each, within every driver's limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,9 +219,11 @@ async def record(
     attempts: list[dict[str, Any]] = []
     disabled: list[tuple[uuid.UUID, str]] = []
     working: set[uuid.UUID] = set()
+    held = await _settle(session, outcomes, now)
     for outcome in outcomes:
-        if not await _settle(session, outcome, now):
+        if outcome.claimed.id not in held:
             continue
+        held.remove(outcome.claimed.id)  # one outcome per delivery and lease: the first
         attempts.append(_attempt_row(outcome))
         if outcome.succeeded:
             working.add(outcome.claimed.endpoint_id)
@@ -251,28 +254,60 @@ def _attempt_row(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-async def _settle(session: AsyncSession, outcome: Outcome, now: dt.datetime) -> bool:
-    """Move the delivery on (succeeded, pending later, failed) if its lease still holds."""
-    claimed = outcome.claimed
-    values: dict[str, Any] = {
-        "attempts": claimed.attempts + 1,
-        "lease_until": None,
-        "last_attempt_at": outcome.attempted_at,
-        "last_status_code": outcome.status_code,
-        "last_error": outcome.error,
+async def _settle(session: AsyncSession, outcomes: Sequence[Outcome], now: dt.datetime) -> set[int]:
+    """Move each delivery on (succeeded, pending later, failed) if its lease still holds;
+    the ids that moved. One UPDATE per kind of outcome, not one per delivery: on SQLite
+    the batch holds the one write lock, which callbacks wait for, as briefly as it can."""
+    kinds: dict[str, list[Outcome]] = {}
+    firsts = {o.claimed.id: o for o in reversed(outcomes)}  # a repeat counts once
+    for outcome in firsts.values():
+        retrying = outcome.retry_in is not None
+        kind = SUCCEEDED if outcome.succeeded else PENDING if retrying else FAILED
+        kinds.setdefault(kind, []).append(outcome)
+    held: set[int] = set()
+    for kind, group in kinds.items():
+        for part in _chunks(group):
+            held.update(await _settle_kind(session, kind, part, now))
+    return held
+
+
+def _chunks(group: Sequence[Outcome]) -> list[Sequence[Outcome]]:
+    return [group[i : i + SETTLE_CHUNK] for i in range(0, len(group), SETTLE_CHUNK)]
+
+
+async def _settle_kind(
+    session: AsyncSession, kind: str, group: Sequence[Outcome], now: dt.datetime
+) -> list[int]:
+    def per_row(column: Any, value: Callable[[Outcome], Any]) -> Any:
+        """A CASE giving each delivery its own value, typed as ``column`` is stored."""
+        whens = {o.claimed.id: sa.literal(value(o), column.type) for o in group}
+        return sa.case(whens, value=D.id, else_=column)
+
+    values: dict[Any, Any] = {
+        D.attempts: D.attempts + 1,  # the lease guarantees no other attempt counted meanwhile
+        D.lease_until: None,
+        D.last_attempt_at: per_row(D.last_attempt_at, lambda o: o.attempted_at),
+        D.last_status_code: per_row(D.last_status_code, lambda o: o.status_code),
+        D.last_error: per_row(D.last_error, lambda o: o.error),
+        D.status: kind,
     }
-    if outcome.succeeded or outcome.retry_in is None:
-        values |= {"status": SUCCEEDED if outcome.succeeded else FAILED}
-        values |= {"next_attempt_at": None, "completed_at": now}
+    if kind == PENDING:
+        later = per_row(D.next_attempt_at, lambda o: now + dt.timedelta(seconds=o.retry_in or 0))
+        values[D.next_attempt_at] = later
     else:
-        values["next_attempt_at"] = now + dt.timedelta(seconds=outcome.retry_in)
+        values |= {D.next_attempt_at: None, D.completed_at: now}
     result = await session.execute(
         sa.update(D)
-        .where(D.id == claimed.id, D.status == PENDING, D.lease_until == claimed.lease_until)
-        .values(**values)
+        .where(
+            D.id.in_([o.claimed.id for o in group]),
+            D.status == PENDING,
+            D.lease_until == per_row(D.lease_until, lambda o: o.claimed.lease_until),
+        )
+        .values(values)
+        .returning(D.id)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return list(result.scalars())
 
 
 async def _failing(
