@@ -38,6 +38,7 @@ class Principal:
     scopes: frozenset[Scope]
     # The client's settings as the key was checked: its limits, for admission.
     policy: records.Client
+    key_name: str = ""  # the key's own name, for the audit log (privacy.audit.actor_of)
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes
@@ -161,6 +162,7 @@ async def verify_key(
         client=row.client,
         scopes=parse_scopes(row.scopes),
         policy=records.from_row(client),
+        key_name=row.name,
     )
 
 

@@ -20,6 +20,7 @@ from tracker import auth, db, errors, heartbeat, logs, migrate, startup
 from tracker.clients import commands as clients_commands
 from tracker.clients import records
 from tracker.console import commands, views
+from tracker.privacy import commands as privacy_commands
 from tracker.settings import Settings
 from tracker.webhooks import commands as webhooks_commands
 
@@ -169,13 +170,17 @@ async def _run_worker(settings: Settings) -> None:
 @callbacks_cli.command("replay")
 def callbacks_replay() -> None:
     """Apply spooled callbacks (kept while the database was unreachable)."""
+    from tracker.privacy import scrub
     from tracker.reports import ingest
     from tracker.reports.spool import Spool
 
     settings = load_settings()
     spool = Spool(settings.spool_path)
     cap = settings.callback_reports_per_message
-    count = run(_with_database(settings, lambda d: ingest.replay(d, spool, cap=cap)))
+    conceal = scrub.concealer(settings.pseudonym_key_bytes())
+    count = run(
+        _with_database(settings, lambda d: ingest.replay(d, spool, cap=cap, conceal=conceal))
+    )
     typer.echo(f"replayed {count} callbacks from {settings.spool_path}")
 
 
@@ -264,6 +269,7 @@ _register_sandbox()
 commands.register(cli)  # send, messages, stats, watch: over the HTTP API
 clients_commands.register(cli, load_settings)  # clients: the database directly, like keys
 webhooks_commands.register(cli, load_settings)  # webhooks: the database directly, too
+privacy_commands.register(cli, load_settings)  # privacy erase: the database directly
 
 
 def main() -> None:

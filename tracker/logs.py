@@ -161,7 +161,9 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every request URL at INFO: the sandbox's callback URLs carry
     # capability tokens, and our provider calls have their own canonical lines.
-    for name in ("httpx", "httpcore"):
+    # At DEBUG aiosqlite logs every statement with its parameters, and SQLAlchemy's
+    # engine would too: bodies and numbers (#17).
+    for name in ("httpx", "httpcore", "aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

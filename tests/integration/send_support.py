@@ -42,6 +42,9 @@ MESSAGE_FIELDS = {
     "submitted_at",
     "accepted_at",
     "final_at",
+    "to_pseudonym",
+    "redacted_at",
+    "pseudonymised_at",
 }
 
 

@@ -45,6 +45,17 @@ def status_text(item: Mapping[str, Any]) -> Text:
     return text
 
 
+PSEUDONYM_SHOWN = 10  # hex characters of a pseudonym: enough to tell two apart
+
+
+def recipient(item: Mapping[str, Any]) -> str:
+    """The number, or once pseudonymised ``#`` and the start of its keyed hash."""
+    if item.get("to"):
+        return str(item["to"])
+    pseudonym = item.get("to_pseudonym")
+    return f"#{pseudonym[:PSEUDONYM_SHOWN]}" if pseudonym else ""
+
+
 WIDE_COLUMNS = 110  # below this a terminal gets the narrow messages table (80 fit)
 
 
@@ -66,7 +77,7 @@ def messages_table(
         table.add_column(name)
     for item in items:
         created = when(item["created_at"])
-        row = [created if wide else created[5:16], item["id"], item["to"], status_text(item)]
+        row = [created if wide else created[5:16], item["id"], recipient(item), status_text(item)]
         if wide:
             row += [str(item["segments"]), item["client"], item.get("reference") or ""]
         table.add_row(*row)
@@ -107,7 +118,7 @@ MESSAGE_FIELDS = (
     "id", "status", "to", "network", "sender_name", "segments", "encoding", "priority",
     "reference", "client", "provider_message_id", "provider_status", "provider_description",
     "attempts", "error", "created_at", "send_at", "expires_at", "submitted_at", "accepted_at",
-    "final_at",
+    "final_at", "redacted_at", "pseudonymised_at",
 )  # fmt: skip
 
 
@@ -116,8 +127,8 @@ def message_table(found: Mapping[str, Any]) -> Table:
     table.add_column("field", style="bold")
     table.add_column("value")
     for name in MESSAGE_FIELDS:
-        value = found.get(name)
-        if value is None:
+        value = recipient(found) if name == "to" else found.get(name)
+        if value is None or value == "":
             continue
         shown = when(value) if name.endswith("_at") else str(value)
         table.add_row(name, status_text(found) if name == "status" else shown)

@@ -31,6 +31,7 @@ from tracker import auth, clock, errors, logs
 from tracker.clients import quotas, records
 from tracker.domain import recipients, status
 from tracker.ops import gauges, queries
+from tracker.privacy import pseudonyms
 from tracker.sending import api, schemas
 from tracker.services import services_of
 
@@ -242,11 +243,16 @@ def _visible_client(principal: auth.Principal, asked: str | None) -> str | None:
     return principal.client
 
 
-def message_filter(params: ListParams, client: str | None) -> queries.MessageFilter:
-    """The list's parameters as the filter ``queries`` reads (the dashboard's too)."""
+def message_filter(
+    params: ListParams, client: str | None, *, key: bytes | None = None
+) -> queries.MessageFilter:
+    """The list's parameters as the filter ``queries`` reads (the dashboard's too);
+    with the pseudonym ``key``, ``to`` finds pseudonymised messages too."""
+    pseudonym = None if params.to is None or key is None else pseudonyms.of(params.to, key)
     return queries.MessageFilter(
         statuses=tuple(params.status),
         contact=params.to,
+        contact_pseudonym=pseudonym,
         reference=params.reference,
         sender_name=params.sender_name,
         client=client,
@@ -271,7 +277,7 @@ async def list_messages(request: Request) -> Response:
         cutoff = clock.utcnow() - dt.timedelta(seconds=services.settings.dlr_overdue_seconds)
         page = await queries.list_messages(
             session,
-            message_filter(params, client),
+            message_filter(params, client, key=services.settings.pseudonym_key_bytes()),
             limit=params.limit,
             cursor=cursor,
             overdue_cutoff=cutoff,

@@ -162,8 +162,9 @@ OPERATIONS = (
     ),
     Operation(
         "get", MESSAGE, "One message and its timeline", "messages",
-        _keyed(READ, {200: ("The message", schemas.MessageDetail), 404: NOT_FOUND}),
-        scope=READ,
+        _keyed(READ, {200: ("The message", schemas.MessageDetail), 400: INVALID,
+                      404: NOT_FOUND}),
+        scope=READ, query=schemas.MessageQuery,
     ),
     Operation(
         "post", MESSAGE + "/cancel", "Cancel a message still queued", "messages",
@@ -214,6 +215,18 @@ OPERATIONS = (
     Operation(
         "delete", "/v1/opt-outs/{id}", "Lift an opt-out", "privacy",
         _keyed(SEND, {204: ("Removed", EMPTY), 404: NOT_FOUND}), scope=SEND,
+    ),
+    Operation(
+        "post", privacy_api.ERASURES, "Erase a number everywhere: bodies and number", "privacy",
+        _keyed(ADMIN, {200: ("The rows changed, per table", privacy_schemas.ErasureOut),
+                       400: INVALID, 413: TOO_LARGE, 415: NOT_JSON}),
+        scope=ADMIN, body=privacy_schemas.ErasureRequest,
+    ),
+    Operation(
+        "get", privacy_api.AUDIT_EVENTS, "The audit log of personal data, newest first",
+        "privacy",
+        _keyed(ADMIN, {200: ("The newest 100", privacy_schemas.AuditEventList), 400: INVALID}),
+        scope=ADMIN, query=privacy_schemas.AuditQuery,
     ),
     Operation(
         "get", "/v1/whoami", "The calling key's client and scopes", "operations",

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import clock, errors, models
 from tracker.domain import durations, status
+from tracker.ops import numbers
 
 Status = status.Status
 Row = Mapping[Any, Any]  # column name -> value (SQLAlchemy's RowMapping fits)
@@ -82,10 +83,12 @@ def decode_cursor(text: str) -> Cursor:
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """Every condition is ANDed; ``contact`` is already normalised (2547...)."""
+    """Every condition is ANDed; ``contact`` is already normalised (2547...); with
+    ``contact_pseudonym`` (its keyed hash) pseudonymised messages match it too."""
 
     statuses: tuple[Status, ...] = ()
     contact: str | None = None
+    contact_pseudonym: str | None = None
     reference: str | None = None
     sender_name: str | None = None
     client: str | None = None
@@ -121,8 +124,8 @@ def _conditions(wanted: MessageFilter, cutoff: dt.datetime) -> list[ColumnElemen
     found: list[ColumnElement[bool]] = []
     if wanted.statuses:
         found.append(m.status.in_(sorted({s.value for s in wanted.statuses})))
+    # The contact (and its pseudonym) are matched by numbers.newest_first.
     equal = {
-        m.contact: wanted.contact,
         m.reference: wanted.reference,
         m.sender_name: wanted.sender_name,
         m.client: wanted.client,
@@ -161,15 +164,11 @@ async def list_messages(
     """One page, newest first; ``next_cursor`` is None on the last page."""
     if not 1 <= limit <= MAX_LIMIT:
         raise errors.ValidationFailed({"limit": [f"must be between 1 and {MAX_LIMIT}"]})
-    m = MESSAGES.c
     conditions = _conditions(wanted, overdue_cutoff)
     if cursor is not None:
         conditions.append(_after(cursor))
-    query = (
-        select(*LISTED_COLUMNS)
-        .where(*conditions)
-        .order_by(m.created_at.desc(), m.id.desc())
-        .limit(limit + 1)
+    query = numbers.newest_first(
+        LISTED_COLUMNS, conditions, wanted.contact, wanted.contact_pseudonym, limit + 1
     )
     rows: list[Row] = list((await session.execute(query)).mappings())
     if len(rows) <= limit:

@@ -5,6 +5,9 @@ key may name a client, or name none for every client. Whatever is still queued
 to the number is cancelled in the same transaction. ``GET`` (``read``) lists the
 opt-outs binding the key's client (``?to=`` checks one number); ``DELETE``
 removes one. Numbers are kept only as keyed hashes, so no answer can show one.
+
+``POST /v1/erasures`` (``admin``) erases one number everywhere (``erasure``) and
+answers with the counts; ``GET /v1/audit-events`` (``admin``) lists the audit log.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ from starlette.routing import Route
 from tracker import auth, errors, logs, web
 from tracker.clients import records
 from tracker.domain import recipients
-from tracker.privacy import optouts, pseudonyms
+from tracker.privacy import audit, erasure, optouts, pseudonyms
 from tracker.services import services_of
 
 log = logs.get_logger(__name__)
 COLLECTION = "/v1/opt-outs"
 ONE = "/v1/opt-outs/{id:uuid}"
 FIELDS = frozenset({"to", "client"})
+ERASURES = "/v1/erasures"
+AUDIT_EVENTS = "/v1/audit-events"
+AUDIT_LIMIT = 100
+AUDIT_FIELDS = ("id", "action", "actor", "message_id", "detail", "created_at")
 
 
 async def add_opt_out(request: Request) -> Response:
@@ -78,6 +85,52 @@ async def remove_opt_out(request: Request) -> Response:
         raise errors.NotFound("opt-out not found")
     log.info("opt_out_removed", opt_out_id=str(opt_out_id))
     return Response(status_code=HTTPStatus.NO_CONTENT)
+
+
+async def erase(request: Request) -> Response:
+    """``POST /v1/erasures`` ``{"to": ...}``: 200 with the rows changed, per table."""
+    services = services_of(request)
+    principal = await auth.require(request, services.database, auth.Scope.ADMIN)
+    data = await web.read_json_object(request, services.settings.max_body_bytes)
+    unknown = {name: ["is not a field of an erasure (the field is to)"] for name in data}
+    unknown.pop("to", None)
+    if unknown:
+        raise errors.ValidationFailed(unknown)
+    to = data.get("to")
+    if not isinstance(to, str):
+        raise errors.ValidationFailed({"to": ["is required: the phone number, e.g. 0712 345 678"]})
+    actor = audit.actor_of(principal.client, principal.key_name or principal.key_id)
+    erased = await erasure.erase(
+        services.database, _msisdn(to), services.settings.pseudonym_key_bytes(), actor
+    )
+    if erased.messages_cancelled:
+        services.webhook_doorbell.ring()  # message.cancelled deliveries were queued
+    log.info("erasure_done", actor=actor, **erased.counts())
+    return _json(HTTPStatus.OK, erased.counts())
+
+
+async def audit_events(request: Request) -> Response:
+    """``GET /v1/audit-events[?action=erasure]``: the newest entries first (at most 100)."""
+    services = services_of(request)
+    async with services.database.read() as session:
+        await auth.require(request, services.database, auth.Scope.ADMIN, session=session)
+        action = _query_action(request)
+        found = await audit.recent(session, action=action, limit=AUDIT_LIMIT)
+    events = [{name: row[name] for name in AUDIT_FIELDS} for row in found]
+    return _json(HTTPStatus.OK, {"audit_events": events})
+
+
+def _query_action(request: Request) -> audit.Action | None:
+    """The one query parameter, ``action``, if given."""
+    problems = {name: ["unknown parameter"] for name in request.query_params if name != "action"}
+    given = request.query_params.getlist("action")
+    if len(given) > 1:
+        problems["action"] = ["must be given once"]
+    elif given and given[0] not in set(audit.Action):
+        problems["action"] = [f"must be one of {', '.join(a.value for a in audit.Action)}"]
+    if problems:
+        raise errors.ValidationFailed(problems)
+    return audit.Action(given[0]) if given else None
 
 
 def _parse(data: dict[str, Any], principal: auth.Principal) -> tuple[str, str | None]:
@@ -148,4 +201,6 @@ async def _collection(request: Request) -> Response:
 routes = [
     Route(COLLECTION, _collection, methods=["GET", "POST"]),
     Route(ONE, remove_opt_out, methods=["DELETE"]),
+    Route(ERASURES, erase, methods=["POST"]),
+    Route(AUDIT_EVENTS, audit_events, methods=["GET"]),
 ]

@@ -15,20 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, delete, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, Table, delete, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import models
-from tracker.domain import status
-from tracker.privacy import pseudonyms
+from tracker.privacy import cancelling, pseudonyms
 
 OPT_OUTS: Table = models.OptOut.__table__  # type: ignore[assignment]
-MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
-EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
 CHUNK = 500  # pseudonyms per IN (...): well inside every driver's parameter limit
 CANCELLED_DETAIL = "cancelled: the number opted out"
-SOURCE = "api"
 
 
 @dataclass(frozen=True)
@@ -81,45 +77,8 @@ async def add(session: AsyncSession, msisdn: str, client: str | None, by: str, k
             _columns().where(_scope(client), OPT_OUTS.c.contact_pseudonym == pseudonym)
         )
     ).one()
-    cancelled = await _cancel_queued(session, msisdn, client, now)
+    cancelled = await cancelling.queued_to(session, msisdn, client, now, reason=CANCELLED_DETAIL)
     return Added(_opt_out(row), created, cancelled)
-
-
-async def _cancel_queued(
-    session: AsyncSession, msisdn: str, client: str | None, now: dt.datetime
-) -> int:
-    """Cancel every message still queued to the number (of ``client``, or of all)."""
-    cancelled = status.Status.CANCELLED
-    condition = [MESSAGES.c.contact == msisdn, MESSAGES.c.status == status.Status.QUEUED.value]
-    if client is not None:
-        condition.append(MESSAGES.c.client == client)
-    ids = (
-        await session.scalars(
-            update(MESSAGES)
-            .where(*condition)
-            .values(
-                status=cancelled.value,
-                rank=status.RANK[cancelled],
-                next_attempt_at=None,
-                lease_until=None,
-                error=CANCELLED_DETAIL,
-                final_at=now,
-                updated_at=now,
-            )
-            .returning(MESSAGES.c.id)
-        )
-    ).all()
-    if ids:
-        await session.execute(
-            insert(EVENTS),
-            [
-                {"message_id": message_id, "from_status": status.Status.QUEUED.value,
-                 "to_status": cancelled.value, "source": SOURCE, "detail": CANCELLED_DETAIL,
-                 "created_at": now}
-                for message_id in ids
-            ],
-        )  # fmt: skip
-    return len(ids)
 
 
 async def remove(session: AsyncSession, opt_out_id: uuid.UUID, client: str | None) -> bool:

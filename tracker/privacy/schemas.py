@@ -50,3 +50,50 @@ class OptOutQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: str | None = Field(default=None, description="Only this number's opt-outs")
+
+
+class ErasureRequest(BaseModel):
+    """``POST /v1/erasures``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(description="The number to erase, in any usual form", examples=["0712 345 678"])
+
+
+class ErasureOut(BaseModel):
+    """What the erasure changed, per table; the same counts go to the audit log."""
+
+    messages_found: int = Field(description="Messages to the number (not queued), every client")
+    messages_cancelled: int = Field(description="Queued to it, cancelled before being sent")
+    messages_redacted: int = Field(description="Bodies removed now (0 for those gone already)")
+    messages_pseudonymised: int = Field(description="Numbers replaced by their keyed hash now")
+    events: int = Field(description="Event payloads that held a number, rewritten")
+    receipts: int = Field(description="Stored callback bodies that held a number, rewritten")
+    webhook_deliveries: int = Field(description="Webhook deliveries' data or errors rewritten")
+    webhook_attempts: int = Field(description="Webhook attempts' errors or excerpts rewritten")
+    idempotency_keys: int = Field(description="Stored Idempotency-Key answers rewritten")
+
+
+class AuditEventOut(BaseModel):
+    """One entry of the audit log: who, what, when, how many; never a number or body."""
+
+    id: int
+    action: str = Field(description="erasure, body_read or retention")
+    actor: str = Field(description="client/key name, cli, or retention")
+    message_id: uuid.UUID | None = Field(description="The message read (body_read)")
+    detail: dict[str, int] | None = Field(description="Counts of rows, per table")
+    created_at: dt.datetime
+
+
+class AuditEventList(BaseModel):
+    """``GET /v1/audit-events``: the newest 100 first."""
+
+    audit_events: list[AuditEventOut]
+
+
+class AuditQuery(BaseModel):
+    """``GET /v1/audit-events`` filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str | None = Field(default=None, description="erasure, body_read or retention")

@@ -7,15 +7,19 @@ every number in the text it left behind (its receipts' raw bodies, its events'
 payloads, its webhook deliveries' data and attempts, its metadata and error)
 is replaced by its hash too, whichever number it is and however it is written.
 Each call works on the ids given, in the caller's transaction; callers keep
-batches small (a few hundred to a thousand messages).
+batches small (a few hundred to a thousand messages). ``idempotency_answers``
+is the one that goes by number instead: a stored answer is not tied to a
+message row, and a batch's answer names other people's numbers, which it keeps.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +34,7 @@ EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
 RECEIPTS: Table = models.CallbackReceipt.__table__  # type: ignore[assignment]
 DELIVERIES: Table = models.WebhookDelivery.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = models.WebhookAttempt.__table__  # type: ignore[assignment]
+IDEMPOTENCY_KEYS: Table = models.IdempotencyKey.__table__  # type: ignore[assignment]
 CHUNK = 500  # ids per IN (...): well inside every driver's parameter limit
 
 
@@ -64,6 +69,30 @@ def text(value: str | None, key: bytes) -> str | None:
     return logs.replace_phone_numbers(value, lambda msisdn: pseudonyms.of(msisdn, key))
 
 
+def concealer(key: bytes) -> Callable[[str], str]:
+    """``text`` under one key, for code that must not know keys (``reports.plan``)."""
+
+    def conceal(value: str) -> str:
+        return logs.replace_phone_numbers(value, lambda msisdn: pseudonyms.of(msisdn, key))
+
+    return conceal
+
+
+_NOT_DIGIT = re.compile(r"\D")
+
+
+def one_number(value: str, msisdn: str, key: bytes) -> str:
+    """``value`` with this number (in any written form) replaced by its pseudonym, and
+    every other number left exactly as written."""
+    pseudonym = pseudonyms.of(msisdn, key)
+
+    def replace(match: re.Match[str]) -> str:
+        found = "254" + _NOT_DIGIT.sub("", match["prefixed"] or match["bare"])
+        return pseudonym if found == msisdn else match[0]
+
+    return logs.PHONE_PATTERN.sub(replace, value)
+
+
 def document(value: Any, key: bytes) -> Any:
     """A JSON value with every number in its strings (keys too) replaced."""
     if value is None:
@@ -96,9 +125,7 @@ async def pseudonymise(
             events=await _rewrite(
                 session, EVENTS, ("payload",), owner=EVENTS.c.message_id, ids=part, key=key
             ),
-            receipts=await _rewrite(
-                session, RECEIPTS, ("body",), owner=RECEIPTS.c.message_id, ids=part, key=key
-            ),
+            receipts=await _receipts(session, part, key),
             webhook_deliveries=await _rewrite(
                 session,
                 DELIVERIES,
@@ -183,6 +210,29 @@ async def _rewrite(
     return len(changes)
 
 
+async def _receipts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes) -> int:
+    """Receipts' raw bodies, and their dedupe keys: a key hashed from a body that held
+    the number (sha256, unkeyed) would give the number back to a search of the ~10^9
+    Kenyan numbers. The new key is unique to the row, so a repeat of that report is
+    stored again (within the per-message cap) and changes nothing."""
+    r = RECEIPTS.c
+    rows = await session.execute(select(r.id, r.message_id, r.body).where(r.message_id.in_(ids)))
+    changes = []
+    for row in rows:
+        body = text(row.body, key) or ""
+        if body != row.body:
+            dedupe = hashlib.sha256(f"{row.message_id}\n{body}\n{row.id}".encode()).hexdigest()
+            changes.append({"b_id": row.id, "b_body": body, "b_dedupe": dedupe})
+    if changes:
+        await session.execute(
+            update(RECEIPTS)
+            .where(r.id == bindparam("b_id"))
+            .values(body=bindparam("b_body"), dedupe_key=bindparam("b_dedupe")),
+            changes,
+        )
+    return len(changes)
+
+
 async def _attempts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes) -> int:
     """The attempts of these messages' webhook deliveries: errors and response excerpts."""
     deliveries = select(DELIVERIES.c.id).where(DELIVERIES.c.message_id.in_(ids))
@@ -194,3 +244,37 @@ async def _attempts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes)
         ids=deliveries,
         key=key,
     )
+
+
+async def idempotency_answers(
+    session: AsyncSession, msisdn: str, key: bytes, *, after: int = 0, limit: int = 1000
+) -> tuple[int, int | None]:
+    """Replace the number in the stored answers of callers' Idempotency-Keys, from
+    row id ``after`` on, at most ``limit`` rows; (rows changed, the last id read or None
+    when no row is left). A replay then shows the pseudonym where the number was.
+
+    An answer names a message's number normalised (``"to": "2547..."``), so the rows
+    are found by its digits; other forms of it beside that are replaced too.
+    """
+    k = IDEMPOTENCY_KEYS.c
+    rows = (
+        await session.execute(
+            select(k.id, k.response_body)
+            .where(k.id > after, k.response_body.contains(msisdn[3:], autoescape=True))
+            .order_by(k.id)
+            .limit(limit)
+        )
+    ).all()
+    changes = []
+    for row in rows:
+        new = one_number(row.response_body, msisdn, key)
+        if new != row.response_body:
+            changes.append({"b_id": row.id, "b_body": new})
+    if changes:
+        await session.execute(
+            update(IDEMPOTENCY_KEYS)
+            .where(k.id == bindparam("b_id"))
+            .values(response_body=bindparam("b_body")),
+            changes,
+        )
+    return len(changes), (rows[-1].id if rows else None)

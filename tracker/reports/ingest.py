@@ -56,14 +56,18 @@ class Ingester:
         *,
         reports_per_message: int = plan.REPORTS_PER_MESSAGE,
         committed: Callable[[], None] | None = None,
+        conceal: plan.Conceal | None = None,
     ) -> None:
         self.database = database
+        self.conceal = conceal  # numbers out of what is stored about pseudonymised messages
         # Called after each commit that may have changed statuses (the webhook doorbell).
         self.committed = committed or (lambda: None)
         self.spool = spool
         self.deadline_seconds = deadline_seconds
         self.reports_per_message = reports_per_message
-        self.writer = writer.for_database(database, deadline_seconds, cap=reports_per_message)
+        self.writer = writer.for_database(
+            database, deadline_seconds, cap=reports_per_message, conceal=conceal
+        )
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._broken_until = 0.0
         # Whether the writer / the replayer is in an outage: its traceback is logged
@@ -196,7 +200,9 @@ class Ingester:
             if time.monotonic() < self._broken_until:
                 continue
             try:
-                replayed = await replay(self.database, self.spool, cap=self.reports_per_message)
+                replayed = await replay(
+                    self.database, self.spool, cap=self.reports_per_message, conceal=self.conceal
+                )
             except Exception as exc:  # the database is still away; try again later
                 log.warning(
                     "callback_replay_deferred",
@@ -222,6 +228,7 @@ async def replay(
     batch_size: int = MAX_BATCH,
     *,
     cap: int = plan.REPORTS_PER_MESSAGE,
+    conceal: plan.Conceal | None = None,
 ) -> int:
     """Apply every spooled receipt; returns how many were read. Idempotent.
 
@@ -232,7 +239,7 @@ async def replay(
     """
     total = 0
     for path in await asyncio.to_thread(spool.claim):
-        count = await _replay_file(database, spool, path, batch_size, cap)
+        count = await _replay_file(database, spool, path, batch_size, (cap, conceal))
         await asyncio.to_thread(path.unlink)
         total += count
         log.info("callback_spool_replayed", file=path.name, receipts=count)
@@ -240,8 +247,11 @@ async def replay(
     return total
 
 
+Rules = tuple[int, plan.Conceal | None]  # cap and conceal, as plan.decide takes them
+
+
 async def _replay_file(
-    database: db.Database, spool: Spool, path: Path, batch_size: int, cap: int
+    database: db.Database, spool: Spool, path: Path, batch_size: int, cap: Rules
 ) -> int:
     batches = spool.batches(path, batch_size)
     count, end = 0, list[reading.Receipt]()
@@ -258,7 +268,7 @@ async def _replay_file(
 
 
 async def _replay_batch(
-    database: db.Database, spool: Spool, batch: list[reading.Receipt], cap: int
+    database: db.Database, spool: Spool, batch: list[reading.Receipt], cap: Rules
 ) -> None:
     try:
         await _apply_in_own_transaction(database, batch, cap)
@@ -279,10 +289,11 @@ async def _replay_batch(
 
 
 async def _apply_in_own_transaction(
-    database: db.Database, batch: list[reading.Receipt], cap: int
+    database: db.Database, batch: list[reading.Receipt], rules: Rules
 ) -> None:
+    cap, conceal = rules
     async with database.write() as session:
-        outcomes = await statements.apply_receipts(session, batch, cap=cap)
+        outcomes = await statements.apply_receipts(session, batch, cap=cap, conceal=conceal)
     _count_dropped(outcomes)
 
 

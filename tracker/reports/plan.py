@@ -8,16 +8,19 @@ go forward (the rank), and the store repeats that guard in SQL. A report
 claiming a provider message id that another message holds is a mismatch. One
 capability URL cannot store without bound: past a cap of receipts per message,
 only a report that moves the status is stored (a final report is never lost);
-the others are answered ``ignored``.
+the others are answered ``ignored``. A pseudonymised message (its contact '')
+cannot be compared by number; what a report about it stores (raw body, event,
+description) has its numbers replaced by ``conceal``, so no number comes back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import json
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -31,6 +34,7 @@ log = logs.get_logger(__name__)
 # Receipts stored per message (TRACKER_CALLBACK_REPORTS_PER_MESSAGE's default): past
 # it, only a report that moves the status is stored; the rest are answered "ignored".
 REPORTS_PER_MESSAGE = 50
+Conceal = Callable[[str], str]  # a text with every number replaced (privacy.scrub.concealer)
 
 
 class Outcome(enum.StrEnum):
@@ -78,7 +82,9 @@ def provider_ids(receipts: list[reading.Receipt]) -> list[str]:
 def _contradiction(
     report: reading.Report, message: Snapshot, owner: uuid.UUID | None, message_id: uuid.UUID
 ) -> str | None:
-    if report.contact is not None and report.contact.lstrip("+") != message.contact:
+    # A pseudonymised message's contact is '': the capability URL vouches for the report.
+    reported = report.contact
+    if reported is not None and message.contact and reported.lstrip("+") != message.contact:
         return "contact differs from the message's"
     stored, reported = message.provider_message_id, report.provider_message_id
     if stored and reported and stored != reported:
@@ -238,6 +244,7 @@ def decide(
     *,
     cap: int = REPORTS_PER_MESSAGE,
     refuse: Collection[str] = (),
+    conceal: Conceal | None = None,
 ) -> Plan:
     """Decide a batch: one outcome per receipt, in order, and the rows to write.
 
@@ -246,7 +253,7 @@ def decide(
     receipts stores no more of them, except one that moves its status (a final
     report is never lost). ``refuse`` holds the dedupe keys of receipts the
     database refused on their own: they are recorded as mismatches and change
-    nothing.
+    nothing. ``conceal`` rewrites what is stored about pseudonymised messages.
     """
     result = Plan(now=clock.utcnow())
     for receipt in receipts:
@@ -260,16 +267,48 @@ def decide(
             decision: Decision = (Outcome.MISMATCH, REFUSED_BY_DATABASE, None)
         else:
             decision = _decide_one(result, stored, receipt, snapshot, capped=count >= cap)
-        outcome, detail, moved_to = decision
+        outcome = decision[0]
         result.outcomes.append(outcome)
         if outcome is Outcome.IGNORED:
             continue
         stored.seen[receipt.dedupe_key] = outcome.value
         stored.receipts[receipt.message_id] = count + 1
-        result.receipts.append(_receipt_row(receipt, outcome))
-        if snapshot is not None:
-            result.events.append(_event_row(receipt, receipt.report, before, moved_to, detail))
+        _add_rows(result, receipt, snapshot, decision, before=before, conceal=conceal)
+    if conceal is not None:
+        _conceal_words(result, stored, conceal)
     return result
+
+
+def _add_rows(
+    result: Plan,
+    receipt: reading.Receipt,
+    snapshot: Snapshot | None,
+    decision: Decision,
+    *,
+    before: Status | None,
+    conceal: Conceal | None,
+) -> None:
+    """The receipt's row and, for a known message, its event (numbers concealed
+    for a pseudonymised message)."""
+    outcome, detail, moved_to = decision
+    hide = conceal if snapshot is not None and not snapshot.contact else None
+    result.receipts.append(_receipt_row(receipt, outcome, hide))
+    if snapshot is not None:
+        event = _event_row(receipt, receipt.report, before, moved_to, detail, conceal=hide)
+        result.events.append(event)
+
+
+def _conceal_words(result: Plan, stored: Stored, conceal: Conceal) -> None:
+    """The provider's words about pseudonymised messages, their numbers replaced."""
+    hidden = {i for i, snapshot in stored.snapshots.items() if not snapshot.contact}
+    for message_id in hidden:
+        if (move := result.moves.get(message_id)) is not None:
+            words = move.description and conceal(move.description)
+            result.moves[message_id] = move._replace(description=words)
+        if (note := result.notes.get(message_id)) is not None:
+            result.notes[message_id] = note._replace(
+                description=note.description and conceal(note.description)
+            )
 
 
 def _repeated(first_outcome: str) -> Outcome:
@@ -287,11 +326,18 @@ def _known_fields(report: reading.Report) -> dict[str, Any]:
     return {key: report.payload[key] for key in REPORT_FIELDS if key in report.payload}
 
 
-def _receipt_row(receipt: reading.Receipt, outcome: Outcome) -> ReceiptRow:
+def _receipt_row(
+    receipt: reading.Receipt, outcome: Outcome, conceal: Conceal | None = None
+) -> ReceiptRow:
+    body, dedupe = reading.storable_text(receipt.body), receipt.dedupe_key
+    if conceal is not None:  # the key of a body that held the number would give it back
+        body = conceal(body)
+        arrival = f"{receipt.message_id}\n{body}\n{receipt.received_at.isoformat()}"
+        dedupe = hashlib.sha256(arrival.encode()).hexdigest()
     return ReceiptRow(
         receipt.message_id,
-        receipt.dedupe_key,
-        reading.storable_text(receipt.body),
+        dedupe,
+        body,
         receipt.remote_addr,
         outcome.value,
         clock.require_aware(receipt.received_at),
@@ -304,15 +350,18 @@ def _event_row(
     before: Status | None,
     moved_to: Status | None,
     detail: str | None,
+    *,
+    conceal: Conceal | None = None,
 ) -> EventRow:
     payload = (
         _known_fields(report) if report else {"raw": reading.storable_text(receipt.body[:1000])}
     )
+    text = json.dumps(payload)
     return EventRow(
         receipt.message_id,
         before.value if before else None,
         moved_to.value if moved_to else None,
         detail,
-        json.dumps(payload),
+        text if conceal is None else conceal(text),
         clock.require_aware(receipt.received_at),
     )

@@ -38,6 +38,7 @@ async def apply_receipts(
     receipts: list[reading.Receipt],
     *,
     cap: int = plan.REPORTS_PER_MESSAGE,
+    conceal: plan.Conceal | None = None,
 ) -> list[plan.Outcome]:
     """Apply a batch in the session's write transaction; one outcome per receipt.
 
@@ -55,9 +56,9 @@ async def apply_receipts(
         # Statements outside a transaction would each commit on their own.
         raise RuntimeError("apply_receipts needs a session in a write transaction")
     if postgresql:
-        return await apply_on_postgresql(driver, receipts, cap=cap)
+        return await apply_on_postgresql(driver, receipts, cap=cap, conceal=conceal)
     rows = await driver.execute_fetchall(*_SQLite.reads(receipts, cap))
-    decided = plan.decide(receipts, _SQLite.decode_reads(rows), cap=cap)
+    decided = plan.decide(receipts, _SQLite.decode_reads(rows), cap=cap, conceal=conceal)
     for statement in _SQLite.writes(decided):
         await driver.execute_fetchall(*statement)
     return decided.outcomes
@@ -69,12 +70,13 @@ def apply_on_sqlite(
     *,
     cap: int = plan.REPORTS_PER_MESSAGE,
     refuse: Collection[str] = (),
+    conceal: plan.Conceal | None = None,
 ) -> list[plan.Outcome]:
     """The batch on a plain sqlite3 connection, in the transaction the caller began
-    (``cap`` and ``refuse``: see ``plan.decide``)."""
+    (``cap``, ``refuse`` and ``conceal``: see ``plan.decide``)."""
     rows = connection.execute(*_SQLite.reads(receipts, cap)).fetchall()
     stored = _SQLite.decode_reads(rows)
-    decided = plan.decide(receipts, stored, cap=cap, refuse=refuse)
+    decided = plan.decide(receipts, stored, cap=cap, refuse=refuse, conceal=conceal)
     for statement in _SQLite.writes(decided):
         connection.execute(*statement)
     return decided.outcomes
@@ -86,6 +88,7 @@ async def apply_on_postgresql(
     *,
     cap: int = plan.REPORTS_PER_MESSAGE,
     refuse: Collection[str] = (),
+    conceal: plan.Conceal | None = None,
 ) -> list[plan.Outcome]:
     """The batch on an asyncpg connection, in the transaction the caller began."""
     ids = list({r.message_id for r in receipts})
@@ -98,7 +101,7 @@ async def apply_on_postgresql(
     known = {"keys": keys, "claimed": claimed, "ids": ids, "cap": cap}
     for kind, key, value in await _PostgreSQL.KNOWN.fetch(driver, known):
         _decode_known(stored, kind, key, value)
-    decided = plan.decide(receipts, stored, cap=cap, refuse=refuse)
+    decided = plan.decide(receipts, stored, cap=cap, refuse=refuse, conceal=conceal)
     await _PostgreSQL.WRITE.execute(driver, _PostgreSQL.write_values(decided))
     return decided.outcomes
 

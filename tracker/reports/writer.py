@@ -52,26 +52,37 @@ class ReceiptWriter(Protocol):
 
 
 def for_database(
-    database: db.Database, deadline_seconds: float, *, cap: int = plan.REPORTS_PER_MESSAGE
+    database: db.Database,
+    deadline_seconds: float,
+    *,
+    cap: int = plan.REPORTS_PER_MESSAGE,
+    conceal: plan.Conceal | None = None,
 ) -> ReceiptWriter:
     """The writer for the database's dialect, connecting like its engine does;
-    ``cap``: the receipts stored per message (``plan.decide``)."""
+    ``cap``: the receipts stored per message, ``conceal``: see ``plan.decide``."""
     engine = database.engine
     if database.is_sqlite:
         if engine.url.database in {None, "", ":memory:"}:
             # A connection of its own would see another, empty database.
             raise ValueError("the callback writer needs an SQLite database file")
-        return SQLiteWriter(database, deadline_seconds, cap)
+        return SQLiteWriter(database, deadline_seconds, cap, conceal)
     _, kwargs = engine.dialect.create_connect_args(engine.url)
-    return PostgreSQLWriter(dict(kwargs), deadline_seconds, cap)
+    return PostgreSQLWriter(dict(kwargs), deadline_seconds, cap, conceal)
 
 
 class SQLiteWriter:
     """A batch is one call to a dedicated thread holding a plain sqlite3 connection."""
 
-    def __init__(self, database: db.Database, deadline_seconds: float, cap: int) -> None:
+    def __init__(
+        self,
+        database: db.Database,
+        deadline_seconds: float,
+        cap: int,
+        conceal: plan.Conceal | None = None,
+    ) -> None:
         self._database = database
         self._cap = cap
+        self._conceal = conceal
         self._deadline = deadline_seconds
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "callback-writer")
         self._connection: sqlite3.Connection | None = None
@@ -111,7 +122,7 @@ class SQLiteWriter:
             connection.execute(f"PRAGMA busy_timeout={left_ms}")
             connection.execute("BEGIN IMMEDIATE")
             outcomes = statements.apply_on_sqlite(
-                connection, receipts, cap=self._cap, refuse=refuse
+                connection, receipts, cap=self._cap, refuse=refuse, conceal=self._conceal
             )
             connection.execute("COMMIT")
         except BaseException:
@@ -143,7 +154,13 @@ class SQLiteWriter:
 class PostgreSQLWriter:
     """One asyncpg connection of the ingester's own."""
 
-    def __init__(self, connect_kwargs: dict[str, Any], deadline_seconds: float, cap: int) -> None:
+    def __init__(
+        self,
+        connect_kwargs: dict[str, Any],
+        deadline_seconds: float,
+        cap: int,
+        conceal: plan.Conceal | None = None,
+    ) -> None:
         self._connect_kwargs = {
             **{k: v for k, v in connect_kwargs.items() if k not in _ADAPTER_ONLY},
             "timeout": deadline_seconds,
@@ -151,6 +168,7 @@ class PostgreSQLWriter:
         }
         self._deadline = deadline_seconds
         self._cap = cap
+        self._conceal = conceal
         self._timeouts = {"timeout_ms": statements.timeout_ms(deadline_seconds)}
         self._connection: asyncpg.Connection | None = None
 
@@ -164,7 +182,7 @@ class PostgreSQLWriter:
                     # Per transaction (SET LOCAL), as a pooler in transaction mode needs.
                     await statements.POSTGRESQL_TIMEOUTS.execute(connection, self._timeouts)
                     return await statements.apply_on_postgresql(
-                        connection, receipts, cap=self._cap, refuse=refuse
+                        connection, receipts, cap=self._cap, refuse=refuse, conceal=self._conceal
                     )
         except BaseException:
             self._discard()

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from tracker import auth, clock, errors, logs, metrics, wakeup, web
 from tracker.clients import quotas
 from tracker.domain import headers
-from tracker.privacy import optouts
+from tracker.privacy import audit, optouts
 from tracker.sending import idempotency, intake, schemas, store
 from tracker.services import Services, services_of
 
@@ -37,6 +37,7 @@ BATCH_ROUTE = "/v1/messages/batch"
 JSON_MEDIA_TYPE = "application/json"
 REPLAYED_HEADER = headers.IDEMPOTENT_REPLAYED
 OPTED_OUT = "this number has opted out of this client's messages"
+INCLUDE_BODY = "body"  # GET /v1/messages/{id}?include=body
 LOG_MAX_IDS = 100  # a batch's line names its first ids; count says how many there are
 
 Rows = list[dict[str, Any]]
@@ -81,15 +82,47 @@ async def send_batch(request: Request) -> Response:
 
 
 async def get_message(request: Request) -> Response:
-    """``GET /v1/messages/{id}``: the message and its events."""
+    """``GET /v1/messages/{id}[?include=body]``: the message and its events; with
+    ``include=body`` its body too (null once redacted), and an audit event says who read it."""
     services = services_of(request)
     message_id = _message_id(request)
+    if _include_body(request):
+        return await _message_with_body(request, services, message_id)
     async with services.database.read() as session:  # one connection for key and reads
         principal = await auth.require(request, services.database, auth.Scope.READ, session=session)
         found = await store.get_message(session, message_id, client=_only_own(principal))
+    return _json(200, _detail(found))
+
+
+async def _message_with_body(
+    request: Request, services: Services, message_id: uuid.UUID
+) -> Response:
+    """The read and its audit event commit together: no body is shown unrecorded."""
+    principal = await auth.require(request, services.database, auth.Scope.READ)
+    actor = audit.actor_of(principal.client, principal.key_name or principal.key_id)
+    async with services.database.write() as session:
+        found = await store.get_message(session, message_id, client=_only_own(principal))
+        await audit.record(session, audit.Action.BODY_READ, actor, message_id=message_id)
+    log.info("message_body_read", message_id=str(message_id), actor=actor)
+    return _json(200, {**_detail(found), "body": found.message["body"]})
+
+
+def _detail(found: store.MessageWithEvents) -> dict[str, Any]:
     body = schemas.message_out(found.message)
     body["events"] = [schemas.event_out(event) for event in found.events]
-    return _json(200, body)
+    return body
+
+
+def _include_body(request: Request) -> bool:
+    """``include=body`` (the one value there is); any other value is a 400 on ``include``."""
+    given = request.query_params.getlist("include")
+    if len(given) > 1:
+        raise errors.ValidationFailed({"include": ["must be given once"]})
+    if given and given[0] != INCLUDE_BODY:
+        raise errors.ValidationFailed(
+            {"include": [f"unknown value {errors.echo(given[0])}: the only one is body"]}
+        )
+    return bool(given)
 
 
 async def cancel_message(request: Request) -> Response:

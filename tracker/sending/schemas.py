@@ -13,7 +13,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -127,7 +127,12 @@ class MessageOut(BaseModel):
 
     id: uuid.UUID
     status: Status
-    to: str = Field(description="The normalised number, e.g. 254712345678")
+    to: str | None = Field(
+        description="The normalised number, e.g. 254712345678; null once pseudonymised"
+    )
+    to_pseudonym: str | None = Field(
+        description="The number's keyed hash once pseudonymised (retention or erasure)"
+    )
     network: str | None
     sender_name: str
     segments: int
@@ -147,12 +152,29 @@ class MessageOut(BaseModel):
     submitted_at: dt.datetime | None
     accepted_at: dt.datetime | None
     final_at: dt.datetime | None
+    redacted_at: dt.datetime | None = Field(description="When its body was removed")
+    pseudonymised_at: dt.datetime | None = Field(description="When its number was replaced")
 
 
 class MessageDetail(MessageOut):
     """``GET /v1/messages/{id}``: the message and its history, oldest first."""
 
     events: list[EventOut]
+    body: str | None = Field(
+        default=None,
+        description="Only with ?include=body (audited): the text, null once redacted",
+    )
+
+
+class MessageQuery(BaseModel):
+    """``GET /v1/messages/{id}`` options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include: Literal["body"] | None = Field(
+        default=None,
+        description="body: show the text too (owning client's read keys, admins); audited",
+    )
 
 
 class BatchAccepted(BaseModel):
@@ -327,7 +349,8 @@ def message_out(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "status": row["status"],
-        "to": row["contact"],
+        "to": row["contact"] or None,  # '' once pseudonymised
+        "to_pseudonym": get("contact_pseudonym"),
         "network": get("network"),
         "sender_name": row["sender_name"],
         "segments": row["segments"],
@@ -347,6 +370,8 @@ def message_out(row: Mapping[Any, Any]) -> dict[str, Any]:
         "submitted_at": get("submitted_at"),
         "accepted_at": get("accepted_at"),
         "final_at": get("final_at"),
+        "redacted_at": get("redacted_at"),
+        "pseudonymised_at": get("pseudonymised_at"),
     }
 
 
