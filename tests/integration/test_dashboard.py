@@ -14,6 +14,7 @@ from tracker import auth, clock, db, models
 from tracker.app import create_app
 from tracker.dashboard import session
 from tracker.domain import status
+from tracker.privacy import pseudonyms, scrub
 from tracker.settings import Settings
 
 Status = status.Status
@@ -162,6 +163,26 @@ async def test_the_search_finds_by_number_reference_and_id(
     bad = await web.get("/dashboard/messages", params={"created_after": "yesterday"})
     assert bad.status_code == 400
     assert "created_after" in bad.text
+
+
+async def test_the_search_finds_a_pseudonymised_message_by_its_number(
+    web: httpx.AsyncClient, make_key: Callable[..., Any], database: db.Database, settings: Settings
+) -> None:
+    """Once its number is a keyed hash, the number still finds the message, which shows
+    ``#`` and the hash's start in the list and on its page, never the number."""
+    hidden = await add_message(database, contact="254712345601")
+    async with database.write() as session:
+        key = settings.pseudonym_key_bytes()
+        await scrub.pseudonymise(session, [hidden], key, clock.utcnow())
+    await support.log_in(web, await make_key("app", "read"))
+    listed = (await web.get("/dashboard/messages", params={"q": "0712 345 601"})).text
+    shown = "#" + pseudonyms.of("254712345601", key)[:10]
+    assert str(hidden) in listed
+    assert shown in listed
+    assert "712345601" not in listed
+    page = (await web.get(f"/dashboard/messages/{hidden}")).text
+    assert shown in page
+    assert "712345601" not in page
 
 
 async def test_every_answer_carries_the_strict_headers(

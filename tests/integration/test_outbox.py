@@ -16,6 +16,7 @@ from tests.factories import add_message, count_rows, fetch_message
 from tracker import clock, db, models
 from tracker.dispatch import expiry, outbox
 from tracker.domain import status
+from tracker.privacy import scrub
 
 Status = status.Status
 Outcome = status.Outcome
@@ -138,6 +139,23 @@ async def test_item_2_validity_that_ran_out_during_the_wait_is_not_sent(
     assert (fresh_row.status, fresh_row.attempts) == (Status.EXPIRED, 0)
     assert (tried_row.status, tried_row.attempts) == (Status.FAILED, 1)
     assert await transitions(database, fresh) == [("queued", "expired", None)]
+
+
+async def test_a_send_in_flight_when_its_number_was_erased_is_not_made_again(
+    database: db.Database,
+) -> None:
+    """Erased (number a hash, body gone) while ``sending``: once its lease runs out and it
+    is claimed again, it fails with the reason instead of going out with nothing in it."""
+    first = await sending(database)
+    async with database.write() as session:
+        await scrub.redact(session, [first.id], clock.utcnow())
+        await scrub.pseudonymise(session, [first.id], b"k" * 32, clock.utcnow())
+    later = clock.utcnow() + LEASE + dt.timedelta(seconds=1)
+    again = await claim(database, later)
+    assert (again.id, again.contact, again.body) == (first.id, "", "")
+    assert await confirm(database, again) is None
+    row = await fetch_message(database, first.id)
+    assert (row.status, row.error, row.attempts) == (Status.FAILED, outbox.ERASED, 1)
 
 
 async def test_item_2_a_claim_that_no_longer_holds_is_not_confirmed(

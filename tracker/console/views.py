@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracker.console import bulk
+from tracker.domain import recipients
 
 STATUS_STYLES = {
     "queued": "cyan",
@@ -45,15 +46,9 @@ def status_text(item: Mapping[str, Any]) -> Text:
     return text
 
 
-PSEUDONYM_SHOWN = 10  # hex characters of a pseudonym: enough to tell two apart
-
-
 def recipient(item: Mapping[str, Any]) -> str:
     """The number, or once pseudonymised ``#`` and the start of its keyed hash."""
-    if item.get("to"):
-        return str(item["to"])
-    pseudonym = item.get("to_pseudonym")
-    return f"#{pseudonym[:PSEUDONYM_SHOWN]}" if pseudonym else ""
+    return recipients.shown(item.get("to"), item.get("to_pseudonym"))
 
 
 WIDE_COLUMNS = 110  # below this a terminal gets the narrow messages table (80 fit)

@@ -19,6 +19,7 @@ from tracker import errors
 from tracker.dashboard import access
 from tracker.domain import recipients, status
 from tracker.ops import handlers, queries
+from tracker.privacy import pseudonyms
 
 STATUSES = [s.value for s in status.Status]
 PAGE_SIZE = 50
@@ -38,8 +39,9 @@ def form_values(params: QueryParams) -> dict[str, list[str]]:
     return {name: params.getlist(name) for name in params}
 
 
-def parse(params: QueryParams, viewer: access.Viewer) -> Wanted:
-    """The form as a list filter for what the viewer may see (400s name the field)."""
+def parse(params: QueryParams, viewer: access.Viewer, key: bytes) -> Wanted:
+    """The form as a list filter for what the viewer may see (400s name the field);
+    ``key`` (the pseudonym key) lets a number find its pseudonymised messages too."""
     data: dict[str, object] = {}
     for name in params:
         values = [v for v in params.getlist(name) if v.strip()]
@@ -50,12 +52,12 @@ def parse(params: QueryParams, viewer: access.Viewer) -> Wanted:
     found = handlers.ListParams.model_validate(data)
     client = access.visible_client(viewer, found.client)
     cursor = queries.decode_cursor(found.cursor) if found.cursor else None
-    wanted = Wanted(handlers.message_filter(found, client), found.limit, cursor)
+    wanted = Wanted(handlers.message_filter(found, client, key=key), found.limit, cursor)
     query = (params.get(SEARCH) or "").strip()
-    return _with_search(wanted, query) if query else wanted
+    return _with_search(wanted, query, key) if query else wanted
 
 
-def _with_search(wanted: Wanted, query: str) -> Wanted:
+def _with_search(wanted: Wanted, query: str, key: bytes) -> Wanted:
     try:
         return dataclasses.replace(wanted, message_id=uuid.UUID(query))
     except ValueError:
@@ -64,7 +66,10 @@ def _with_search(wanted: Wanted, query: str) -> Wanted:
         contact = recipients.normalise_recipient(query).msisdn
     except errors.InvalidRecipient:
         return dataclasses.replace(wanted, search=query)
-    return dataclasses.replace(wanted, filter=dataclasses.replace(wanted.filter, contact=contact))
+    by_number = dataclasses.replace(
+        wanted.filter, contact=contact, contact_pseudonym=pseudonyms.of(contact, key)
+    )
+    return dataclasses.replace(wanted, filter=by_number)
 
 
 async def search(session: AsyncSession, wanted: Wanted, cutoff: dt.datetime) -> queries.Page:

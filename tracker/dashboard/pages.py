@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 import tracker
+from tracker.domain import recipients
 
 HERE = Path(__file__).parent
 STATIC_PREFIX = "/dashboard/static"
@@ -30,6 +31,7 @@ _templates = Environment(
     auto_reload=False,
 )
 _templates.globals["static"] = lambda path: f"{STATIC_PREFIX}/{path}?v={tracker.__version__}"
+_templates.globals["recipient"] = lambda row: recipients.shown(row["to"], row.get("to_pseudonym"))
 
 
 def secure(response: Response, csp: str = CSP) -> Response:

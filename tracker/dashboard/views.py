@@ -77,7 +77,8 @@ async def messages_page(request: Request) -> Response:
     viewer = await access.viewer(request)
     services = services_of(request)
     try:
-        wanted = listing.parse(request.query_params, viewer)
+        key = services.settings.pseudonym_key_bytes()
+        wanted = listing.parse(request.query_params, viewer, key)
     except (ValidationError, errors.ValidationFailed, errors.InvalidRecipient) as exc:
         return pages.render("messages.html", status_code=400, viewer=viewer, problem=str(exc),
                             rows=[], form=listing.form_values(request.query_params),

@@ -38,6 +38,7 @@ Status = status.Status
 SOURCE = "dispatcher"
 VALIDITY_RAN_OUT = "validity ran out before it could be sent"
 WINDOW_RAN_OUT = "retries stopped: the validity or the provider's 24 h idempotency window ran out"
+ERASED = "its number and body were erased on request"
 log = logs.get_logger(__name__)
 
 
@@ -157,11 +158,12 @@ async def confirm_send(
     m = models.Message
     row = (
         await session.execute(
-            select(m.status, m.attempts, m.expires_at, m.submitted_at, m.lease_until)
+            select(m.status, m.attempts, m.expires_at, m.submitted_at, m.lease_until,
+                   m.contact, m.body.is_(None).label("redacted"))
             .where(m.id == claimed.id)
             .with_for_update()
         )
-    ).one_or_none()
+    ).one_or_none()  # fmt: skip
     if (
         row is None
         or row.status not in status.DUE_STATUSES
@@ -171,10 +173,9 @@ async def confirm_send(
         return None
     ours = (m.id == claimed.id) & (m.lease_until == claimed.lease_until) & (m.status == row.status)
     current = Status(row.status)
-    expired = row.expires_at is not None and row.expires_at <= now
-    if expired or (row.submitted_at is not None and row.submitted_at <= now - give_up_after):
-        target = Status.EXPIRED if expired and row.attempts == 0 else Status.FAILED
-        reason = VALIDITY_RAN_OUT if target == Status.EXPIRED else WINDOW_RAN_OUT
+    ending = _not_to_send(row, now, give_up_after)
+    if ending is not None:
+        target, reason = ending
         values = {"error": reason, "final_at": now, "lease_until": None}  # final: no lease
         await _move(session, ours, target, now=now, values=values)
         await _event(session, claimed.id, current, target, detail=f"not sent: {reason}", now=now)
@@ -197,6 +198,19 @@ async def confirm_send(
     await _event(session, claimed.id, current, moved, detail=f"attempt {attempt}: sending", now=now)
     first = row.submitted_at or now
     return dataclasses.replace(claimed, lease_until=until, attempts=attempt, first_attempt_at=first)
+
+
+def _not_to_send(
+    row: Any, now: dt.datetime, give_up_after: dt.timedelta
+) -> tuple[Status, str] | None:
+    """Why a claimed message must end here instead of being sent, and how; None: send it."""
+    if not row.contact or row.redacted:  # erased while a send was in flight: nothing to send
+        return Status.FAILED, ERASED
+    expired = row.expires_at is not None and row.expires_at <= now
+    if expired or (row.submitted_at is not None and row.submitted_at <= now - give_up_after):
+        target = Status.EXPIRED if expired and row.attempts == 0 else Status.FAILED
+        return target, VALIDITY_RAN_OUT if target == Status.EXPIRED else WINDOW_RAN_OUT
+    return None
 
 
 async def _move(

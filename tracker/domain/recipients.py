@@ -93,3 +93,14 @@ def _dialling_form(compact: str) -> str:
     if len(compact) == len("712345678") and compact[0] in "17":
         return "0" + compact
     return compact
+
+
+PSEUDONYM_SHOWN = 10  # hex characters of a pseudonym shown: enough to tell two apart
+
+
+def shown(number: str | None, pseudonym: str | None) -> str:
+    """How a message's recipient is shown: the number, or once pseudonymised ``#`` and
+    the start of its keyed hash (the CLI's tables and the dashboard)."""
+    if number:
+        return number
+    return f"#{pseudonym[:PSEUDONYM_SHOWN]}" if pseudonym else ""
