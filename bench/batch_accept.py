@@ -1,6 +1,6 @@
 """Accept one batch of messages through the API, and insert the same rows raw.
 
-    .venv/bin/python bench/batch_accept.py [--postgres-url URL] [--size 10000]
+    .venv/bin/python -m bench.batch_accept [--postgres-url URL] [--size 10000]
         [--repeat 3] [--idempotency-key] [--no-postgres]
 
 For SQLite and for PostgreSQL, every run gets a fresh migrated database that

@@ -1,6 +1,6 @@
 """Callback ingest: our receiver against a bare Starlette endpoint, same load, same run.
 
-    .venv/bin/python bench/callback_ingest.py [--quick] [--backend sqlite|postgresql]
+    .venv/bin/python -m bench.callback_ingest [--quick] [--backend sqlite|postgresql]
         [--postgres-url URL] [--json PATH]
 
 For each database: seed ``pending`` messages, start ``tracker serve --no-dispatcher``

@@ -1,6 +1,6 @@
 """Pacing: the rate the dispatcher achieves against the configured limit, with no 429s.
 
-    .venv/bin/python bench/pacing.py [--seconds 65] [--per-minute 600] [--json PATH]
+    .venv/bin/python -m bench.pacing [--seconds 65] [--per-minute 600] [--json PATH]
 
 Queues more messages than the run can send, runs the real dispatcher against
 the sandbox (over loopback HTTP, the sandbox enforcing the same limit with its

@@ -1,6 +1,6 @@
 """Read latency on 1,000,000 messages (PostgreSQL): the app against its own SQL.
 
-    .venv/bin/python bench/query_latency.py [--postgres-url URL] [--messages 1000000]
+    .venv/bin/python -m bench.query_latency [--postgres-url URL] [--messages 1000000]
         [--requests 2000] [--time-limit 540] [--quick] [--json PATH]
 
 - seed: a scratch database (created, migrated, dropped at the end) gets
