@@ -25,6 +25,7 @@ from tracker import auth, db, errors, heartbeat, logs, migrate
 from tracker.clients import commands as clients_commands
 from tracker.clients import records
 from tracker.console import commands, views
+from tracker.privacy import retention_commands
 from tracker.settings import Settings, is_loopback_host
 from tracker.webhooks import commands as webhooks_commands
 
@@ -338,6 +339,7 @@ _register_sandbox()
 commands.register(cli)  # send, messages, stats, watch: over the HTTP API
 clients_commands.register(cli, load_settings)  # clients: the database directly, like keys
 webhooks_commands.register(cli, load_settings)  # webhooks: the database directly, too
+retention_commands.register(cli, load_settings)  # retention run: the database directly
 
 
 def main() -> None:

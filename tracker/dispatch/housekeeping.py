@@ -41,8 +41,7 @@ async def keep_house(
     ``swept()`` after each expiry sweep (it may have queued webhook deliveries). With
     ``settings``, retention too: at once, then every ``TRACKER_RETENTION_INTERVAL``."""
     sweeping: asyncio.Task[None] | None = None
-    retaining = _Retention(database, settings, stopping) if settings is not None else None
-    checked, purged = time.monotonic(), None
+    retaining, checked, purged = _Retention.of(database, settings, stopping), time.monotonic(), None
     try:
         while not stopping.is_set():
             if sweeping is None or sweeping.done():
@@ -77,6 +76,12 @@ class _Retention:
         self.database, self.settings, self.stopping = database, settings, stopping
         self.task: asyncio.Task[None] | None = None
         self.started: float | None = None
+
+    @classmethod
+    def of(
+        cls, database: db.Database, settings: Settings | None, stopping: asyncio.Event
+    ) -> _Retention | None:
+        return None if settings is None else cls(database, settings, stopping)
 
     def start_when_due(self) -> None:
         interval = self.settings.retention_interval.total_seconds()
