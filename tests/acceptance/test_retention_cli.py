@@ -10,6 +10,7 @@ from tests.acceptance.test_clients_cli import ok, refused, row_of
 from tests.integration import retention_support as rs
 from tracker import db
 
+
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict[str, str]:
     """A migrated database of the test's backend; a pipe, as narrow as 80 columns."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from tests.conftest import SettingsFactory
 from tests.integration import retention_support as rs
@@ -148,7 +148,7 @@ async def _bulk_final(database: db.Database, count: int) -> None:
         for _ in range(count)
     ]  # fmt: skip
     async with database.write() as session:
-        await session.execute(models.Message.__table__.insert(), rows)
+        await session.execute(insert(models.Message), rows)
 
 
 async def test_the_rows_are_counted_in_the_metrics(

@@ -18,19 +18,24 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     Table,
+    TextualSelect,
+    Uuid,
     and_,
+    bindparam,
     case,
     delete,
     exists,
     func,
     literal_column,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import models
+from tracker import db, models
 from tracker.privacy import scrub
 
 MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
@@ -85,19 +90,56 @@ def _due(rule: Rule, client: str, cutoff: dt.datetime) -> list[ColumnElement[boo
     return conditions
 
 
-async def due_ids(
-    session: AsyncSession, rule: Rule, client: str, cutoff: dt.datetime, limit: int
-) -> list[uuid.UUID]:
+INDEXES = {  # each rule's partial index (tracker.models.RETENTION_INDEXES)
+    Rule.BODY: "redaction_due",
+    Rule.CONTACT: "pseudonymisation_due",
+    Rule.MESSAGE: "final",
+}
+# SQLite's planner takes the first index that fits, and ix_messages_final fits every rule:
+# it would read every row already done on each batch. INDEXED BY names the rule's own.
+_SQLITE_DUE = """
+    SELECT id FROM messages INDEXED BY ix_messages_{index}
+    WHERE {condition} AND client = :client AND final_at < :cutoff{unless}
+    ORDER BY final_at LIMIT :limit
+"""
+_SQLITE_UNLESS_PENDING = """
+        AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d
+                        WHERE d.message_id = messages.id AND d.status = :pending)"""
+
+
+def due_query(
+    rule: Rule, client: str, cutoff: dt.datetime, limit: int, *, sqlite: bool = False
+) -> Select[Any] | TextualSelect:
     """Up to ``limit`` of the client's oldest rows the rule is due on; on PostgreSQL
     locked until commit, skipping rows a callback holds (the next batch finds them)."""
     m = MESSAGES.c
-    query = (
+    if sqlite:
+        index = INDEXES[rule]
+        sql = _SQLITE_DUE.format(
+            index=index,
+            condition=models.RETENTION_INDEXES[index],
+            unless=_SQLITE_UNLESS_PENDING if rule is Rule.MESSAGE else "",
+        )
+        values = {"client": client, "limit": limit}
+        if rule is Rule.MESSAGE:
+            values["pending"] = PENDING_DELIVERY
+        # Only this module's constants are formatted in; the values are parameters.
+        statement = text(sql).bindparams(bindparam("cutoff", cutoff, type_=db.UTCDateTime()))
+        return statement.bindparams(**values).columns(id=Uuid())
+    return (
         select(m.id)
         .where(*_due(rule, client, cutoff))
         .order_by(m.final_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+
+
+async def due_ids(
+    session: AsyncSession, rule: Rule, client: str, cutoff: dt.datetime, limit: int
+) -> list[uuid.UUID]:
+    sqlite = (await session.connection()).dialect.name == "sqlite"
+    query = due_query(rule, client, cutoff, limit, sqlite=sqlite)
     return list((await session.scalars(query)).all())
 
 
