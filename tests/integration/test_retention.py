@@ -142,7 +142,7 @@ async def _bulk_final(database: db.Database, count: int) -> None:
         {
             "id": models.new_id(), "client": "app", "sender_name": "KIMISMS",
             "contact": rs.NUMBER, "body": rs.BODY, "segments": 1, "encoding": "gsm7",
-            "priority": 1, "status": "delivered", "rank": 3, "next_attempt_at": at,
+            "priority": 1, "status": "delivered", "rank": 4, "next_attempt_at": at,
             "created_at": at, "updated_at": at, "final_at": at,
         }
         for _ in range(count)

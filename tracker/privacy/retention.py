@@ -34,7 +34,7 @@ from tracker.settings import Settings
 Rule = retention_batches.Rule
 BATCH_SIZE = 1000  # rows per transaction at most
 MIN_BATCH_SIZE = 50  # however slow the disk, a batch still gets somewhere
-LOCK_TARGET_SECONDS = 0.05  # of SQLite's write lock per batch
+LOCK_TARGET_SECONDS = 0.02  # of SQLite's write lock a batch (at 0.05, callbacks' p99 > 50 ms)
 ORDER = (Rule.MESSAGE, Rule.CONTACT, Rule.BODY)  # a deleted row needs no redaction
 log = logs.get_logger(__name__)
 
