@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from tests.conftest import SettingsFactory
@@ -57,8 +58,11 @@ async def test_old_attempts_and_quarantine_entries_go_and_young_ones_stay(
     dry = await retention.run(database, settings, now=rs.NOW, dry_run=True)
     assert (dry.webhook_attempts, dry.quarantine_entries) == (3, 2)
     assert quarantine.quarantined() == 4
+    before = [_pruned("webhook_attempts"), _pruned("quarantine_entries")]
     result = await retention.run(database, settings, now=rs.NOW, batch_size=2)
     assert (result.webhook_attempts, result.quarantine_entries) == (3, 2)
+    after = [_pruned("webhook_attempts"), _pruned("quarantine_entries")]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [3, 2]
     assert result.transactions == 3  # the bodies' pick (none due), then 2 + 1 attempts
     async with database.read() as session:
         left = (await session.scalars(select(models.WebhookAttempt.error))).all()
@@ -67,6 +71,12 @@ async def test_old_attempts_and_quarantine_entries_go_and_young_ones_stay(
     assert len(kept) == 2
     assert kept[1] == "not json"
     assert "quarantined_at" in kept[0]
+
+
+def _pruned(kind: str) -> float:
+    value = REGISTRY.get_sample_value("tracker_retention_pruned_total", {"kind": kind})
+    assert value is not None
+    return value
 
 
 async def test_keep_bodies_for_ever_keeps_attempts_too(

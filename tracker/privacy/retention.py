@@ -171,6 +171,7 @@ class _Job:
             await self.attempts(cutoff)
             pruned = await asyncio.to_thread(_quarantine(self.settings).prune_quarantine, cutoff)
             self.result += Result(quarantine_entries=pruned)
+            metrics.RETENTION_PRUNED.labels(kind="quarantine_entries").inc(pruned)
 
     async def rule(self, rule: Rule, client: str, cutoff: dt.datetime) -> None:
         """Batches of one rule for one client until one comes back short."""
@@ -215,6 +216,7 @@ class _Job:
 
             pruned, took = await self.writer.run(prune)
             self.result += Result(webhook_attempts=pruned, transactions=1)
+            metrics.RETENTION_PRUNED.labels(kind="webhook_attempts").inc(pruned)
             if len(ids) < limit:
                 return
             await self.between(took)

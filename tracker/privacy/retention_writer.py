@@ -35,7 +35,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         if self._loop is not None:
             self._thread = threading.Thread(
-                target=self._loop.run_forever, name="retention-writer", daemon=True
+                target=_serve, args=(self._loop,), name="retention-writer", daemon=True
             )
             self._thread.start()
             self._own = db.Database(database.url)
@@ -66,12 +66,30 @@ class Writer:
         return await asyncio.wrap_future(future)  # cancelled: so is the batch (rolled back)
 
     async def close(self) -> None:
+        """Dispose of the own engine and end the thread; carried through even if the
+        caller is cancelled meanwhile (no connection is left open)."""
         if self._own is None or self._loop is None or self._thread is None:
             return
-        await self._on_thread(self._own.dispose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        await asyncio.to_thread(self._thread.join)
-        self._loop.close()
+        own, loop, thread = self._own, self._loop, self._thread
+        self._own = None
+
+        async def shut() -> None:
+            try:
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(own.dispose(), loop))
+            finally:  # stopped from outside: a stop from within would lose the result
+                loop.call_soon_threadsafe(loop.stop)
+                await asyncio.to_thread(thread.join)
+
+        await asyncio.shield(asyncio.ensure_future(shut()))
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The writer thread: its loop until stopped, then closed."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
