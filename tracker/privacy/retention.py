@@ -122,21 +122,25 @@ async def run(
     job = _Job(database, settings, now, batch_size, lock_target_seconds, stopping)
     try:
         await job.everything(policies)
-    finally:
+    finally:  # a run cut short (stopped, cancelled, failed) still says what it did
         await job.writer.close()
-        if job.result.changed:  # a run cut short still says what it did
-            async with database.write() as session:
-                detail = job.result.counts()
-                await audit.record(session, audit.Action.RETENTION, audit.RETENTION_ACTOR,
-                                   detail=detail)  # fmt: skip
-    if job.result.changed:
-        log.info(
-            "retention_run",
-            **job.result.counts(),
-            transactions=job.result.transactions,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+        await _report(database, job.result, started)
     return job.result
+
+
+async def _report(database: db.Database, result: Result, started: float) -> None:
+    """One audit entry and one log line, if the run changed anything."""
+    if not result.changed:
+        return
+    log.info(
+        "retention_run",
+        **result.counts(),
+        transactions=result.transactions,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    async with database.write() as session:
+        await audit.record(session, audit.Action.RETENTION, audit.RETENTION_ACTOR,
+                           detail=result.counts())  # fmt: skip
 
 
 class _Job:
