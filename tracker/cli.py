@@ -21,6 +21,7 @@ from tracker.clients import commands as clients_commands
 from tracker.clients import records
 from tracker.console import commands, views
 from tracker.privacy import commands as privacy_commands
+from tracker.privacy import retention_commands
 from tracker.settings import Settings
 from tracker.webhooks import commands as webhooks_commands
 
@@ -270,6 +271,7 @@ commands.register(cli)  # send, messages, stats, watch: over the HTTP API
 clients_commands.register(cli, load_settings)  # clients: the database directly, like keys
 webhooks_commands.register(cli, load_settings)  # webhooks: the database directly, too
 privacy_commands.register(cli, load_settings)  # privacy erase: the database directly
+retention_commands.register(cli, load_settings)  # retention run: the database directly
 
 
 def main() -> None:

@@ -125,3 +125,22 @@ WEBHOOK_ENDPOINTS_DISABLED = Gauge(
     "tracker_webhook_endpoints_disabled",
     "Webhook endpoints disabled (by a 410, the failure window or an operator).",
 )
+
+# --- privacy (privacy.retention) ----------------------------------------------
+
+RETENTION_ROWS = Counter(
+    "tracker_retention_rows",
+    "Messages the retention job changed, by action: redacted (body removed), pseudonymised "
+    "(number replaced by its keyed hash), deleted (with its events, receipts and webhooks).",
+    ["action"],
+)
+for _action in ("redacted", "pseudonymised", "deleted"):
+    RETENTION_ROWS.labels(action=_action)  # scraped from 0
+RETENTION_PRUNED = Counter(
+    "tracker_retention_pruned",
+    "Rows and entries the retention job pruned after TRACKER_RETENTION_BODY, by kind: "
+    "webhook_attempts, quarantine_entries (of the callback spool).",
+    ["kind"],
+)
+for _kind in ("webhook_attempts", "quarantine_entries"):
+    RETENTION_PRUNED.labels(kind=_kind)

@@ -74,8 +74,13 @@ def test_create_list_show_and_update_a_client(env: dict[str, str]) -> None:
     assert created.strip() == "created client billing: weight 3; rate/min 30, daily cap 5000"
     ok("clients", "create", "shop", env=env)
     listed = ok("clients", "list", env=env)
-    assert row_of(listed, "billing") == ["billing", "3", "30", "5000", "-", "ALERTS*,ACME", "0"]
-    assert row_of(listed, "shop") == ["shop", "1", "-", "-", "-", "KIMISMS*,ACME,ALERTS (all)", "0"]
+    kept = "7d*/90d*/keep*"  # the settings' retention periods (no overrides)
+    assert row_of(listed, "billing") == [
+        "billing", "3", "30", "5000", "-", "ALERTS*,ACME", kept, "0"
+    ]  # fmt: skip
+    assert row_of(listed, "shop") == [
+        "shop", "1", "-", "-", "-", "KIMISMS*,ACME,ALERTS (all)", kept, "0"
+    ]  # fmt: skip
 
     updated = ok(
         "clients", "update", "billing", "--rate-per-minute", "none", "--high-per-minute", "5",

@@ -17,6 +17,7 @@ from tracker.settings import Settings
 SENDERS = "KIMISMS,ACME,ALERTS"
 BODY_LIMIT = 1024
 NO_LIMITS = {"rate_per_minute": None, "daily_cap": None, "high_per_minute": None}
+NO_OVERRIDES = {"retention_body": None, "retention_contact": None, "retention_message": None}
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ async def test_an_admin_lists_every_client_with_its_active_keys(
         "sender_names": None,
         "default_sender": None,
         **NO_LIMITS,
+        **NO_OVERRIDES,
         "weight": 1,
         "created_at": listed["billing-2025"]["created_at"],
         "active_keys": 0,
@@ -64,6 +66,9 @@ async def test_post_creates_a_client_that_get_then_shows(
         "daily_cap": 5000,
         "high_per_minute": 5,
         "weight": 3,
+        "retention_body": "3d",
+        "retention_contact": "keep",
+        "retention_message": "365d",
     }
     created = await client.post("/v1/clients", json=body, headers=admin)
     assert created.status_code == 201, created.text

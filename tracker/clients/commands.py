@@ -17,6 +17,7 @@ from rich.table import Table
 from tracker import db, errors
 from tracker.clients import overview, records, schemas
 from tracker.console import views
+from tracker.domain import durations
 from tracker.settings import Settings
 
 T = TypeVar("T")
@@ -30,6 +31,9 @@ OPTIONS = {  # field -> its option, so an error names what the user typed
     "daily_cap": "--daily-cap",
     "high_per_minute": "--high-per-minute",
     "weight": "--weight",
+    "retention_body": "--retention-body",
+    "retention_contact": "--retention-contact",
+    "retention_message": "--retention-message",
 }
 
 clients_cli = typer.Typer(
@@ -59,6 +63,26 @@ HighPerMinute = Annotated[
 ]
 Weight = Annotated[
     str | None, typer.Option(help=f"Its share of each dispatch lane, 1-{schemas.MAX_WEIGHT}.")
+]
+_OVERRIDE = "(7d, 24h, 'keep'); 'none': TRACKER_RETENTION_{}."
+RetentionBody = Annotated[
+    str | None,
+    typer.Option(
+        help="How long bodies are kept after a message is final " + _OVERRIDE.format("BODY")
+    ),
+]
+RetentionContact = Annotated[
+    str | None,
+    typer.Option(
+        help="How long numbers are kept before their keyed hash replaces them "
+        + _OVERRIDE.format("CONTACT")
+    ),
+]
+RetentionMessage = Annotated[
+    str | None,
+    typer.Option(
+        help="How long messages are kept at all after they are final " + _OVERRIDE.format("MESSAGE")
+    ),
 ]
 
 
@@ -94,7 +118,7 @@ def options_given(**given: str | None) -> dict[str, Any]:
         if field == schemas.SENDERS:
             names = [n.strip() for n in text.split(",") if n.strip()]
             data[field] = None if text.lower() == ALL else names
-        elif field == schemas.DEFAULT_SENDER:
+        elif field == schemas.DEFAULT_SENDER or field in records.RETENTION:
             data[field] = None if text.lower() == NONE else text
         elif text.lower() == NONE and field != "weight":
             data[field] = None
@@ -124,6 +148,9 @@ def create(  # noqa: PLR0917 - one parameter per CLI option
     daily_cap: DailyCap = None,
     high_per_minute: HighPerMinute = None,
     weight: Weight = None,
+    retention_body: RetentionBody = None,
+    retention_contact: RetentionContact = None,
+    retention_message: RetentionMessage = None,
 ) -> None:
     """Add a client. With no options: every sender, no limits, weight 1."""
     data = options_given(
@@ -133,6 +160,9 @@ def create(  # noqa: PLR0917 - one parameter per CLI option
         daily_cap=daily_cap,
         high_per_minute=high_per_minute,
         weight=weight,
+        retention_body=retention_body,
+        retention_contact=retention_contact,
+        retention_message=retention_message,
     )
 
     async def work(database: db.Database, settings: Settings) -> records.Client:
@@ -156,6 +186,9 @@ def update(  # noqa: PLR0917 - one parameter per CLI option
     daily_cap: DailyCap = None,
     high_per_minute: HighPerMinute = None,
     weight: Weight = None,
+    retention_body: RetentionBody = None,
+    retention_contact: RetentionContact = None,
+    retention_message: RetentionMessage = None,
 ) -> None:
     """Change some of a client's settings; 'none' removes a limit (--daily-cap none)."""
     data = options_given(
@@ -165,6 +198,9 @@ def update(  # noqa: PLR0917 - one parameter per CLI option
         daily_cap=daily_cap,
         high_per_minute=high_per_minute,
         weight=weight,
+        retention_body=retention_body,
+        retention_contact=retention_contact,
+        retention_message=retention_message,
     )
     if not data:
         raise ValueError("nothing to change: give at least one option (see --help)")
@@ -195,7 +231,10 @@ def list_clients() -> None:
             return await records.list_all(session), await overview.active_key_counts(session)
 
     (found, active), settings = _with_database(work)
-    table = Table("name", "weight", "rate/min", "daily cap", "high/min", "senders", "active keys")
+    table = Table(
+        "name", "weight", "rate/min", "daily cap", "high/min", "senders",
+        "kept: body/number/message", "active keys",
+    )  # fmt: skip
     for client in found:
         table.add_row(
             client.name,
@@ -204,6 +243,7 @@ def list_clients() -> None:
             _limit(client.daily_cap),
             _limit(client.high_per_minute),
             _senders(client, settings),
+            "/".join(_retention(client, settings).values()),
             str(active.get(client.name, 0)),
         )
     views.show(Console(), table)  # plain in a pipe
@@ -231,6 +271,8 @@ def show(name: Name) -> None:
     console.print(f"  rate per minute  {_limit(client.rate_per_minute)}")
     console.print(f"  daily cap        {_limit(client.daily_cap)}")
     console.print(f"  high per minute  {_limit(client.high_per_minute)}")
+    for kept, period in _retention(client, settings).items():
+        console.print(f"  keep {kept:<12}{period}")
     table = Table("key", "prefix", "scopes", "created", "state", title="keys")
     for key in keys:
         created = key.created_at.isoformat(timespec="seconds")
@@ -239,6 +281,16 @@ def show(name: Name) -> None:
     views.show(console, table)
     by_status = ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
     console.print(f"messages: {by_status or 'none'}")
+
+
+def _retention(client: records.Client, settings: Settings) -> dict[str, str]:
+    """How long it keeps bodies, numbers and messages; '*' marks a setting's value."""
+    own = (client.retention_body, client.retention_contact, client.retention_message)
+    default = (settings.retention_body, settings.retention_contact, settings.retention_message)
+    return {
+        kept: value if value is not None else durations.format_period(fallback) + "*"
+        for kept, value, fallback in zip(("body", "number", "message"), own, default, strict=True)
+    }
 
 
 def _limit(value: int | None) -> str:

@@ -16,9 +16,13 @@ from tracker import clock, models
 MAX_NAME_LENGTH = 64
 DEFAULT_WEIGHT = 1
 # The fields a caller may set; the name never changes (messages carry it).
+RETENTION = ("retention_body", "retention_contact", "retention_message")
 SETTABLE = frozenset(
-    {"sender_names", "default_sender", "rate_per_minute", "daily_cap", "high_per_minute", "weight"}
-)
+    {
+        "sender_names", "default_sender", "rate_per_minute", "daily_cap", "high_per_minute",
+        "weight", *RETENTION,
+    }
+)  # fmt: skip
 
 
 class ClientExists(ValueError):
@@ -41,6 +45,10 @@ class Client:
     high_per_minute: int | None = None
     weight: int = DEFAULT_WEIGHT
     created_at: dt.datetime | None = None
+    # Overrides of TRACKER_RETENTION_* ("7d", "keep"); None: the setting (privacy.retention).
+    retention_body: str | None = None
+    retention_contact: str | None = None
+    retention_message: str | None = None
 
     @property
     def limited(self) -> bool:
@@ -73,6 +81,9 @@ def from_row(row: models.Client) -> Client:
         high_per_minute=row.high_per_minute,
         weight=row.weight,
         created_at=row.created_at,
+        retention_body=row.retention_body,
+        retention_contact=row.retention_contact,
+        retention_message=row.retention_message,
     )
 
 

@@ -14,10 +14,11 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tracker import errors
 from tracker.clients import records
+from tracker.domain import durations
 from tracker.settings import Settings
 
 MAX_WEIGHT = 100
@@ -30,6 +31,15 @@ Model = TypeVar("Model", bound=BaseModel)
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
 Weight = Annotated[int, Field(ge=1, le=MAX_WEIGHT)]
 Senders = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
+def _period(text: str) -> str:
+    """A retention override as stored: the shortest form of its period, or ``keep``."""
+    return durations.format_period(durations.parse_period(text))
+
+
+Period = Annotated[str, Field(max_length=16), AfterValidator(_period)]
+PERIOD_EXAMPLES = ["7d", "24h", "keep"]
 
 
 class ClientChanges(BaseModel):
@@ -56,6 +66,24 @@ class ClientChanges(BaseModel):
     )
     weight: Weight | None = Field(
         default=None, description="Its share of each dispatch lane, 1-100; it cannot be null"
+    )
+    retention_body: Period | None = Field(
+        default=None,
+        description="How long after a message is final its body is kept ('7d', 'keep'); "
+        "null: TRACKER_RETENTION_BODY",
+        examples=PERIOD_EXAMPLES,
+    )
+    retention_contact: Period | None = Field(
+        default=None,
+        description="How long after a message is final its number is kept before it is "
+        "replaced by a keyed hash; null: TRACKER_RETENTION_CONTACT",
+        examples=PERIOD_EXAMPLES,
+    )
+    retention_message: Period | None = Field(
+        default=None,
+        description="How long after a message is final it is kept at all; "
+        "null: TRACKER_RETENTION_MESSAGE",
+        examples=PERIOD_EXAMPLES,
     )
 
 
@@ -86,6 +114,9 @@ class ClientOut(BaseModel):
     high_per_minute: int | None
     weight: int
     created_at: dt.datetime | None
+    retention_body: str | None = Field(description="null: TRACKER_RETENTION_BODY")
+    retention_contact: str | None = Field(description="null: TRACKER_RETENTION_CONTACT")
+    retention_message: str | None = Field(description="null: TRACKER_RETENTION_MESSAGE")
     active_keys: int = Field(description="Keys not revoked")
 
 

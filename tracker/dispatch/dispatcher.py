@@ -114,6 +114,7 @@ class Dispatcher:
                 stopping=self.stopping,
                 deposed=self._depose,
                 swept=self.webhook_doorbell.ring,
+                settings=self.settings,
             ),
             name="housekeeping",
         )

@@ -194,7 +194,8 @@ OPERATIONS = (
         scope=ADMIN,
     ),
     Operation(
-        "patch", admin.ONE, "Change a client's settings (null clears a limit)", "clients",
+        "patch", admin.ONE, "Change a client's settings (null clears a limit or override)",
+        "clients",
         _keyed(ADMIN, {200: ("The client as changed", client_schemas.ClientOut), 400: INVALID,
                        404: NO_CLIENT, 413: TOO_LARGE, 415: NOT_JSON}),
         scope=ADMIN, body=client_schemas.ClientChanges,

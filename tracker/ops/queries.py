@@ -32,6 +32,7 @@ Status = status.Status
 Row = Mapping[Any, Any]  # column name -> value (SQLAlchemy's RowMapping fits)
 MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
 EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
+DELETED: Table = models.DeletedMessageCount.__table__  # type: ignore[assignment]
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 # The list never returns bodies: they are the callers' data, not the operators'.
@@ -242,22 +243,24 @@ def _scoped(client: str | None) -> list[ColumnElement[bool]]:
 async def _counts(
     session: AsyncSession, since: dt.datetime, client: str | None
 ) -> tuple[dict[str, int], int]:
-    """(messages created since ``since`` by status, units billed for them)."""
+    """(messages created since ``since`` by status, units billed for them), with those
+    retention deleted counted by their day of creation: a day that overlaps the window."""
     m = MESSAGES.c
     # Billed once the provider took it: its answer was recorded, or a report
     # gave us its id even though the send-sms answer was lost.
     taken = or_(m.accepted_at.is_not(None), m.provider_message_id.is_not(None))
     billed = func.sum(m.segments).filter(taken)
-    rows = await session.execute(
-        select(m.status, func.count(), billed)
-        .where(m.created_at >= since, *_scoped(client))
-        .group_by(m.status)
+    kept = select(m.status, func.count(), billed).where(m.created_at >= since, *_scoped(client))
+    d = DELETED.c
+    deleted = select(d.status, func.sum(d.messages), func.sum(d.units)).where(
+        d.day > since - dt.timedelta(days=1), *([] if client is None else [d.client == client])
     )
     counts = dict.fromkeys((s.value for s in Status), 0)
     units = 0
-    for name, count, segments in rows:
-        counts[name] = count
-        units += segments or 0
+    for query in (kept.group_by(m.status), deleted.group_by(d.status)):
+        for name, count, segments in await session.execute(query):
+            counts[name] = counts.get(name, 0) + int(count)
+            units += int(segments or 0)
     return counts, units
 
 

@@ -18,6 +18,7 @@ receipts are deduplicated).
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -32,6 +33,15 @@ from tracker.reports import reading
 log = logs.get_logger(__name__)
 CLAIMED_SUFFIX = ".replaying"
 QUARANTINE_SUFFIX = ".quarantine"
+
+
+def _set_aside_before(line: bytes, before: dt.datetime) -> bool:
+    """Whether a quarantine line was set aside before ``before`` (False if unreadable)."""
+    try:
+        stamp = dt.datetime.fromisoformat(json.loads(line)["quarantined_at"])
+        return clock.require_aware(stamp) < before
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _open_locked(path: Path) -> int:
@@ -144,6 +154,32 @@ class Spool:
             except FileNotFoundError:
                 continue
         return total
+
+    def prune_quarantine(self, before: dt.datetime, *, dry_run: bool = False) -> int:
+        """Drop the quarantined receipts set aside before ``before`` (retention: they hold
+        numbers and KIMISMS's text); how many. A line whose time cannot be read is kept.
+        Rewritten to a new file renamed over the old one, under the appends' lock
+        (blocking: call it from a thread)."""
+        with self._lock:
+            if not self.quarantine_path.exists():
+                return 0
+            fd = _open_locked(self.quarantine_path)
+            try:
+                with open(fd, "rb", closefd=False) as handle:
+                    lines = handle.readlines()
+                kept = [line for line in lines if not _set_aside_before(line, before)]
+                if dry_run or len(kept) == len(lines):
+                    return len(lines) - len(kept)
+                fresh = self.quarantine_path.with_name(self.quarantine_path.name + ".pruning")
+                with fresh.open("wb") as out:
+                    out.writelines(kept)
+                    out.flush()
+                    os.fsync(out.fileno())
+                fresh.chmod(0o600)
+                fresh.rename(self.quarantine_path)  # a waiting append reopens the new file
+                return len(lines) - len(kept)
+            finally:
+                os.close(fd)
 
     def quarantined(self) -> int:
         """How many receipts were set aside (for operators and tests)."""

@@ -1,0 +1,96 @@
+"""Where the retention job's transactions run, so that SQLite's write lock stays short.
+
+On PostgreSQL a batch is a plain write transaction (row locks only). On SQLite
+the write lock covers the whole database, so a transaction must never wait for
+the server's busy event loop between its statements (as the expiry sweep and
+the callback writer never do): each batch runs, from BEGIN to COMMIT, on an
+event loop of its own in a thread of its own, with its own connection to the
+same file, while the server's loop holds the process's write lock for it (so
+the callback writer waits in Python, not on SQLite's busy timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker import db
+
+T = TypeVar("T")
+Work = Callable[[AsyncSession], Awaitable[T]]
+
+
+class Writer:
+    """Runs one batch per transaction; ``close()`` when done."""
+
+    def __init__(self, database: db.Database) -> None:
+        self.database = database
+        self._own: db.Database | None = None
+        self._loop = asyncio.new_event_loop() if database.is_sqlite else None
+        self._thread: threading.Thread | None = None
+        if self._loop is not None:
+            self._thread = threading.Thread(
+                target=_serve, args=(self._loop,), name="retention-writer", daemon=True
+            )
+            self._thread.start()
+            self._own = db.Database(database.url)
+
+    async def run(self, work: Work[T]) -> tuple[T, float]:
+        """``work`` in one write transaction: its result, and how long it held the lock."""
+        if self._own is None:
+            return await self._timed(self.database, work)
+        async with self.database.write_lock():
+            return await self._on_thread(self._timed(self._own, work))
+
+    async def read(self, work: Work[T]) -> T:
+        """``work`` in a read session (no write lock): counting, picking ahead."""
+        async with self.database.read() as session:
+            return await work(session)
+
+    @staticmethod
+    async def _timed(database: db.Database, work: Work[T]) -> tuple[T, float]:
+        began = time.perf_counter()  # BEGIN to COMMIT: the write lock's span on SQLite
+        async with database.write() as session:
+            result = await work(session)
+        return result, time.perf_counter() - began
+
+    async def _on_thread(self, coroutine: Awaitable[T]) -> T:
+        if self._loop is None:  # PostgreSQL: the caller's loop
+            return await coroutine
+        future = asyncio.run_coroutine_threadsafe(_awaited(coroutine), self._loop)
+        return await asyncio.wrap_future(future)  # cancelled: so is the batch (rolled back)
+
+    async def close(self) -> None:
+        """Dispose of the own engine and end the thread; carried through even if the
+        caller is cancelled meanwhile (no connection is left open)."""
+        if self._own is None or self._loop is None or self._thread is None:
+            return
+        own, loop, thread = self._own, self._loop, self._thread
+        self._own = None
+
+        async def shut() -> None:
+            try:
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(own.dispose(), loop))
+            finally:  # stopped from outside: a stop from within would lose the result
+                loop.call_soon_threadsafe(loop.stop)
+                await asyncio.to_thread(thread.join)
+
+        await asyncio.shield(asyncio.ensure_future(shut()))
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The writer thread: its loop until stopped, then closed."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
