@@ -19,11 +19,18 @@ TABLES: tuple[type[models.Base], ...] = (
 )
 
 
-async def history(database: db.Database, message_id: uuid.UUID, number: str) -> None:
-    """An event, a receipt, a webhook delivery and its attempt, each naming ``number``
-    in another written form (0712..., +254..., spaced)."""
+def _spaced(number: str) -> str:
     local = "0" + number[3:]
-    spaced = f"{local[:4]} {local[4:7]} {local[7:]}"
+    return f"{local[:4]} {local[4:7]} {local[7:]}"
+
+
+async def history(
+    database: db.Database, message_id: uuid.UUID, number: str, *, also: str | None = None
+) -> None:
+    """An event, a receipt, a webhook delivery and its attempt, each naming ``number``
+    in another written form (0712..., +254..., spaced); the event names ``also`` too."""
+    local = "0" + number[3:]
+    spaced = _spaced(number) + ("" if also is None else f", also {_spaced(also)}")
     now = clock.utcnow()
     async with database.write() as session:
         await session.execute(

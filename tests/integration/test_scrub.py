@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from tests import factories
+from tests.integration import privacy_support
 from tracker import clock, db, models
 from tracker.privacy import pseudonyms, scrub
 
@@ -16,49 +15,12 @@ OTHER = "254722000111"
 HASH = pseudonyms.of(NUMBER, KEY)
 
 
-async def _history(database: db.Database, message_id: uuid.UUID) -> None:
-    """An event, a receipt, a webhook delivery and its attempt, each naming the number."""
-    now = clock.utcnow()
-    async with database.write() as session:
-        await session.execute(
-            insert(models.MessageEvent).values(
-                message_id=message_id, source="callback", created_at=now,
-                payload={"contact": NUMBER, "note": "also 0722 000 111"},
-            )
-        )  # fmt: skip
-        await session.execute(
-            insert(models.CallbackReceipt).values(
-                message_id=message_id, dedupe_key=uuid.uuid4().hex, outcome="applied",
-                body=f'{{"contact": "{NUMBER}", "status": "Delivered"}}', applied_at=now,
-                received_at=now,
-            )
-        )  # fmt: skip
-        endpoint = models.WebhookEndpoint(
-            client="app", url="https://example.com/hook", secret="whsec_x"
-        )
-        session.add(endpoint)
-        await session.flush()
-        delivery = models.WebhookDelivery(
-            endpoint_id=endpoint.id, event_id="msg_1", event_type="message.delivered",
-            message_id=message_id, data={"to": NUMBER}, occurred_at=now, status="failed",
-            next_attempt_at=now, last_error=f"receiver said +{NUMBER} unknown",
-        )  # fmt: skip
-        session.add(delivery)
-        await session.flush()
-        session.add(
-            models.WebhookAttempt(
-                delivery_id=delivery.id, attempted_at=now, latency_ms=1.0,
-                response_excerpt=f"no such user {NUMBER}",
-            )
-        )  # fmt: skip
-
-
 async def test_pseudonymise_replaces_every_number_the_message_left_behind(
     database: db.Database,
 ) -> None:
     """Contact, metadata, events, receipts, webhook data, errors and attempts: no number left."""
     message_id = await factories.add_message(database)
-    await _history(database, message_id)
+    await privacy_support.history(database, message_id, NUMBER, also=OTHER)
     async with database.write() as session:
         done = await scrub.pseudonymise(session, [message_id], KEY, clock.utcnow())
     assert done == scrub.Pseudonymised(1, 1, 1, 1, 1)
@@ -77,6 +39,7 @@ async def test_pseudonymise_replaces_every_number_the_message_left_behind(
         assert "712345678" not in row
         assert "722000111" not in row
         assert "722 000 111" not in row
+        assert not [form for form in privacy_support.forms_of(NUMBER) if form in row]
         assert HASH in row
     assert pseudonyms.of(OTHER, KEY) in rows[0]  # any number, not only the message's own
 

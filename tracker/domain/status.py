@@ -6,6 +6,7 @@ the SQL layer all share one definition of which way a status may move.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 from dataclasses import dataclass
@@ -98,6 +99,18 @@ def can_move(current: Status, new: Status) -> bool:
 def is_final(status: Status) -> bool:
     """Whether no further sending happens (a late delivery may still upgrade failed)."""
     return status in FINAL
+
+
+def ended(target: Status, now: dt.datetime) -> dict[str, object]:
+    """The column values of a message that ends at ``target`` now: no more turns, no lease."""
+    return {
+        "status": target.value,
+        "rank": RANK[target],
+        "next_attempt_at": None,
+        "lease_until": None,
+        "final_at": now,
+        "updated_at": now,
+    }
 
 
 # --- priorities -------------------------------------------------------------

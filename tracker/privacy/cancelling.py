@@ -33,15 +33,7 @@ async def queued_to(
         await session.scalars(
             update(MESSAGES)
             .where(*condition)
-            .values(
-                status=cancelled.value,
-                rank=status.RANK[cancelled],
-                next_attempt_at=None,
-                lease_until=None,
-                error=reason,
-                final_at=now,
-                updated_at=now,
-            )
+            .values(**status.ended(cancelled, now), error=reason)
             .returning(MESSAGES.c.id)
         )
     ).all()

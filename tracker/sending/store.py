@@ -123,13 +123,7 @@ async def cancel_message(session: AsyncSession, message_id: uuid.UUID, client: s
     result = await session.execute(
         update(MESSAGES)
         .where(*condition)
-        .values(
-            status=cancelled.value,
-            rank=status.RANK[cancelled],
-            next_attempt_at=None,
-            final_at=now,
-            updated_at=now,
-        )
+        .values(**status.ended(cancelled, now))
         .returning(*MESSAGES.c)
     )
     row = result.mappings().one_or_none()
