@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import uuid
+
+from sqlalchemy import insert, select, update
 
 from tests import factories
 from tests.integration import privacy_support
 from tracker import clock, db, models
+from tracker.domain.status import Status
 from tracker.privacy import pseudonyms, scrub
 
 KEY = b"a-test-pseudonym-key-of-32-characters"
@@ -53,6 +56,61 @@ async def test_pseudonymise_twice_changes_nothing_more(database: db.Database) ->
         again = await scrub.pseudonymise(session, [message_id], KEY, clock.utcnow())
     assert again == scrub.Pseudonymised()
     assert (await factories.fetch_message(database, message_id)).contact_pseudonym == HASH
+
+
+async def _late_receipt(database: db.Database, message_id: uuid.UUID) -> None:
+    """A duplicate report for a final message: a receipt, and the message unchanged."""
+    async with database.write() as session:
+        await session.execute(
+            insert(models.CallbackReceipt).values(
+                message_id=message_id, dedupe_key=uuid.uuid4().hex, outcome="duplicate",
+                body=f'{{"contact": "{NUMBER}", "status": "Delivered"}}',
+                received_at=clock.utcnow(),
+            )
+        )  # fmt: skip
+
+
+async def test_a_report_stored_between_the_plan_and_its_write_is_rewritten_too(
+    database: db.Database,
+) -> None:
+    """Retention plans a batch outside the write transaction; a receipt that came in
+    meanwhile is found at write time and pseudonymised with the rest."""
+    message_id = await factories.add_message(database, status=Status.DELIVERED)
+    await privacy_support.history(database, message_id, NUMBER)
+    async with database.read() as session:
+        planned = await scrub.plan(session, [message_id], KEY)
+    await _late_receipt(database, message_id)
+    async with database.write() as session:
+        done = await scrub.apply(session, planned, clock.utcnow())
+    assert done == scrub.Pseudonymised(1, 1, 2, 1, 1)
+    rows = await privacy_support.every_row(database)
+    assert not [form for form in privacy_support.forms_of(NUMBER) if form in rows]
+    assert rows.count(HASH) >= 5
+
+
+async def test_a_message_changed_since_its_plan_is_left_for_a_later_batch(
+    database: db.Database,
+) -> None:
+    """A row that moved on after the plan (a late report, a retry) is not overwritten with
+    values worked out from its old state; pseudonymising it again then succeeds."""
+    message_id = await factories.add_message(database, status=Status.FAILED)
+    async with database.read() as session:
+        planned = await scrub.plan(session, [message_id], KEY)
+    async with database.write() as session:
+        await session.execute(
+            update(models.Message)
+            .where(models.Message.id == message_id)
+            .values(error=f"retried for {NUMBER}")
+        )
+    async with database.write() as session:
+        assert await scrub.apply(session, planned, clock.utcnow()) == scrub.Pseudonymised()
+    message = await factories.fetch_message(database, message_id)
+    assert (message.contact, message.pseudonymised_at) == (NUMBER, None)
+    async with database.write() as session:
+        again = await scrub.pseudonymise(session, [message_id], KEY, clock.utcnow())
+    assert again.messages == 1
+    message = await factories.fetch_message(database, message_id)
+    assert (message.contact, message.error) == ("", f"retried for {HASH}")
 
 
 async def test_redact_removes_only_the_named_bodies(database: db.Database) -> None:

@@ -179,27 +179,53 @@ class _Job:
 
     async def rule(self, rule: Rule, client: str, cutoff: dt.datetime) -> None:
         """Batches of one rule for one client until one comes back short."""
+        batch = self.planned if rule is Rule.CONTACT else self.direct
         while not self.stopping.is_set():
             limit = self.size
-
-            async def batch(session: AsyncSession, limit: int = limit) -> tuple[int, Result]:
-                ids = await retention_batches.due_ids(session, rule, client, cutoff, limit)
-                return len(ids), await self.apply(session, rule, ids)
-
-            (found, done), took = await self.writer.run(batch)
+            found, done, took = await batch(rule, client, cutoff, limit)
             self.result += replace(done, transactions=1)
             _count(done)
             if found < limit:
                 return
             await self.between(took)
 
+    async def direct(
+        self, rule: Rule, client: str, cutoff: dt.datetime, limit: int
+    ) -> tuple[int, Result, float]:
+        """Pick and change in one write transaction: set-based SQL, short however many."""
+
+        async def batch(session: AsyncSession) -> tuple[int, Result]:
+            ids = await retention_batches.due_ids(session, rule, client, cutoff, limit)
+            return len(ids), await self.apply(session, rule, ids)
+
+        (found, done), took = await self.writer.run(batch)
+        return found, done, took
+
+    async def planned(
+        self, rule: Rule, client: str, cutoff: dt.datetime, limit: int
+    ) -> tuple[int, Result, float]:
+        """Pseudonymising: the rows are read and their new text worked out first, without
+        the lock (most of a batch's time), then written in one transaction."""
+
+        async def pick(session: AsyncSession) -> tuple[int, scrub.Plan]:
+            ids = await retention_batches.due_ids(
+                session, rule, client, cutoff, limit, locked=False
+            )
+            return len(ids), await scrub.plan(session, ids, self.key)
+
+        found, plan = await self.writer.read(pick)
+
+        async def write(session: AsyncSession) -> scrub.Pseudonymised:
+            return await scrub.apply(session, plan, self.now)
+
+        done, took = await self.writer.run(write)
+        return found, Result(pseudonymised=done), took
+
     async def apply(self, session: AsyncSession, rule: Rule, ids: list[uuid.UUID]) -> Result:
         if not ids:
             return Result()
         if rule is Rule.BODY:
             return Result(redacted=await scrub.redact(session, ids, self.now))
-        if rule is Rule.CONTACT:
-            return Result(pseudonymised=await scrub.pseudonymise(session, ids, self.key, self.now))
         await retention_batches.keep_counts(session, ids)
         return Result(deleted=await retention_batches.delete_messages(session, ids))
 

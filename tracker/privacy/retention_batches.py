@@ -108,10 +108,17 @@ _SQLITE_UNLESS_PENDING = """
 
 
 def due_query(
-    rule: Rule, client: str, cutoff: dt.datetime, limit: int, *, sqlite: bool = False
+    rule: Rule,
+    client: str,
+    cutoff: dt.datetime,
+    limit: int,
+    *,
+    sqlite: bool = False,
+    locked: bool = True,
 ) -> Select[Any] | TextualSelect:
-    """Up to ``limit`` of the client's oldest rows the rule is due on; on PostgreSQL
-    locked until commit, skipping rows a callback holds (the next batch finds them)."""
+    """Up to ``limit`` of the client's oldest rows the rule is due on; on PostgreSQL,
+    ``locked``, held until commit, skipping rows a callback holds (the next batch finds
+    them). A plan read before its write transaction (``scrub.plan``) takes no lock."""
     m = MESSAGES.c
     if sqlite:
         index = INDEXES[rule]
@@ -126,20 +133,21 @@ def due_query(
         # Only this module's constants are formatted in; the values are parameters.
         statement = text(sql).bindparams(bindparam("cutoff", cutoff, type_=db.UTCDateTime()))
         return statement.bindparams(**values).columns(id=Uuid())
-    return (
-        select(m.id)
-        .where(*_due(rule, client, cutoff))
-        .order_by(m.final_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    query = select(m.id).where(*_due(rule, client, cutoff)).order_by(m.final_at).limit(limit)
+    return query.with_for_update(skip_locked=True) if locked else query
 
 
 async def due_ids(
-    session: AsyncSession, rule: Rule, client: str, cutoff: dt.datetime, limit: int
+    session: AsyncSession,
+    rule: Rule,
+    client: str,
+    cutoff: dt.datetime,
+    limit: int,
+    *,
+    locked: bool = True,
 ) -> list[uuid.UUID]:
     sqlite = (await session.connection()).dialect.name == "sqlite"
-    query = due_query(rule, client, cutoff, limit, sqlite=sqlite)
+    query = due_query(rule, client, cutoff, limit, sqlite=sqlite, locked=locked)
     return list((await session.scalars(query)).all())
 
 

@@ -1,12 +1,15 @@
-"""Where the retention job's transactions run, so that SQLite's write lock stays short.
+"""Where the retention job's reads and transactions run: off the server's event loop,
+so that SQLite's write lock stays short and callbacks are answered meanwhile.
 
-On PostgreSQL a batch is a plain write transaction (row locks only). On SQLite
-the write lock covers the whole database, so a transaction must never wait for
-the server's busy event loop between its statements (as the expiry sweep and
-the callback writer never do): each batch runs, from BEGIN to COMMIT, on an
-event loop of its own in a thread of its own, with its own connection to the
-same file, while the server's loop holds the process's write lock for it (so
-the callback writer waits in Python, not on SQLite's busy timeout).
+Each batch runs on an event loop of its own in a thread of its own, with its own
+connections. On SQLite the write lock covers the whole database, so a
+transaction must never wait for the server's busy loop between its statements
+(as the expiry sweep and the callback writer never do): the server's loop holds
+the process's write lock while the thread runs it, BEGIN to COMMIT (so the
+callback writer waits in Python, not on SQLite's busy timeout). On PostgreSQL a
+batch is a plain write transaction (row locks only). Reads (picking, planning
+a batch's new values) take no lock: the Python work of a plan is done there, on
+the thread, not on the server's loop.
 """
 
 from __future__ import annotations
@@ -30,27 +33,31 @@ class Writer:
 
     def __init__(self, database: db.Database) -> None:
         self.database = database
-        self._own: db.Database | None = None
-        self._loop = asyncio.new_event_loop() if database.is_sqlite else None
-        self._thread: threading.Thread | None = None
-        if self._loop is not None:
-            self._thread = threading.Thread(
-                target=_serve, args=(self._loop,), name="retention-writer", daemon=True
-            )
-            self._thread.start()
-            self._own = db.Database(database.url)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=_serve, args=(self._loop,), name="retention-writer", daemon=True
+        )
+        self._thread.start()
+        self._own: db.Database | None = db.Database(database.url)
 
     async def run(self, work: Work[T]) -> tuple[T, float]:
         """``work`` in one write transaction: its result, and how long it held the lock."""
-        if self._own is None:
-            return await self._timed(self.database, work)
-        async with self.database.write_lock():
-            return await self._on_thread(self._timed(self._own, work))
+        async with self.database.write_lock():  # SQLite's; on PostgreSQL no lock
+            return await self._on_thread(self._timed(self._open(), work))
 
     async def read(self, work: Work[T]) -> T:
-        """``work`` in a read session (no write lock): counting, picking ahead."""
-        async with self.database.read() as session:
-            return await work(session)
+        """``work`` in a read session (no write lock): picking, planning ahead."""
+
+        async def reading() -> T:
+            async with self._open().read() as session:
+                return await work(session)
+
+        return await self._on_thread(reading())
+
+    def _open(self) -> db.Database:
+        if self._own is None:
+            raise RuntimeError("the retention writer is closed")
+        return self._own
 
     @staticmethod
     async def _timed(database: db.Database, work: Work[T]) -> tuple[T, float]:
@@ -60,15 +67,13 @@ class Writer:
         return result, time.perf_counter() - began
 
     async def _on_thread(self, coroutine: Awaitable[T]) -> T:
-        if self._loop is None:  # PostgreSQL: the caller's loop
-            return await coroutine
         future = asyncio.run_coroutine_threadsafe(_awaited(coroutine), self._loop)
         return await asyncio.wrap_future(future)  # cancelled: so is the batch (rolled back)
 
     async def close(self) -> None:
         """Dispose of the own engine and end the thread; carried through even if the
         caller is cancelled meanwhile (no connection is left open)."""
-        if self._own is None or self._loop is None or self._thread is None:
+        if self._own is None:
             return
         own, loop, thread = self._own, self._loop, self._thread
         self._own = None

@@ -7,7 +7,11 @@ every number in the text it left behind (its receipts' raw bodies, its events'
 payloads, its webhook deliveries' data and attempts, its metadata and error)
 is replaced by its hash too, whichever number it is and however it is written.
 Each call works on the ids given, in the caller's transaction; callers keep
-batches small (a few hundred to a thousand messages). ``idempotency_answers``
+batches small (a few hundred to a thousand messages). Pseudonymising comes in
+two halves, ``plan`` (the reads and the rewriting of text, the most of its
+time) and ``apply`` (the writes), so that retention can plan without the write
+lock and hold it only to write; ``pseudonymise`` does both in one transaction.
+``idempotency_answers``
 is the one that goes by number instead: a stored answer is not tied to a
 message row, and a batch's answer names other people's numbers, which it keeps.
 """
@@ -20,14 +24,14 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy import Select, String, Table, bindparam, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import logs, models
-from tracker.privacy import pseudonyms
+from tracker.privacy import pseudonyms, scrub_statements
 
 MESSAGES: Table = models.Message.__table__  # type: ignore[assignment]
 EVENTS: Table = models.MessageEvent.__table__  # type: ignore[assignment]
@@ -114,67 +118,98 @@ async def redact(session: AsyncSession, ids: Sequence[uuid.UUID], now: dt.dateti
     return redacted
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One batch's new values, worked out from a read (``plan``) for ``apply`` to write:
+    in the same transaction, or (retention) in a write transaction after it."""
+
+    key: bytes
+    messages: list[scrub_statements.MessageRow] = field(default_factory=list)
+    events: dict[uuid.UUID, list[tuple[int, str]]] = field(default_factory=dict)
+    receipts: dict[uuid.UUID, list[tuple[int, str, str]]] = field(default_factory=dict)
+    # Events and receipts read per message, changed or not: more at write time means
+    # rows came in since the plan.
+    held: dict[uuid.UUID, list[int]] = field(default_factory=dict)
+
+
 async def pseudonymise(
     session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes, now: dt.datetime
 ) -> Pseudonymised:
     """Replace the numbers of these messages, and every number their rows hold."""
-    total = Pseudonymised()
+    return await apply(session, await plan(session, ids, key), now)
+
+
+async def plan(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes) -> Plan:
+    """Read these messages (those not pseudonymised yet), their events and receipts,
+    and work out their new text. Changes nothing."""
+    m, e, r = MESSAGES.c, EVENTS.c, RECEIPTS.c
+    planned = Plan(key)
     for part in chunks(ids):
-        total += Pseudonymised(
-            messages=await _messages(session, part, key, now),
-            events=await _rewrite(
-                session, EVENTS, ("payload",), owner=EVENTS.c.message_id, ids=part, key=key
-            ),
-            receipts=await _receipts(session, part, key),
-            webhook_deliveries=await _rewrite(
-                session,
-                DELIVERIES,
-                ("data", "last_error"),
-                owner=DELIVERIES.c.message_id,
-                ids=part,
-                key=key,
-            ),
-            webhook_attempts=await _attempts(session, part, key),
+        rows = await session.execute(
+            select(m.id, cast(m.updated_at, String), m.contact, cast(m["metadata"], String),
+                   m.error, m.provider_description)
+            .where(m.id.in_(part), m.pseudonymised_at.is_(None))
+        )  # fmt: skip
+        for id_, updated_at, contact, meta, error, description in rows:
+            pseudonym = pseudonyms.of(contact, key) if contact else None
+            rewritten = (text(meta, key), text(error, key), text(description, key))
+            planned.messages.append((id_, updated_at, pseudonym, *rewritten))
+            planned.held[id_] = [0, 0]
+        events = await session.execute(
+            select(e.id, e.message_id, cast(e.payload, String)).where(e.message_id.in_(part))
         )
-    return total
+        for id_, owner, payload in events:
+            if owner in planned.held:
+                planned.held[owner][0] += 1
+                new_payload = text(payload, key)
+                if new_payload != payload and new_payload is not None:
+                    planned.events.setdefault(owner, []).append((id_, new_payload))
+        receipts = await session.execute(
+            select(r.id, r.message_id, r.body).where(r.message_id.in_(part))
+        )
+        for id_, owner, body in receipts:
+            if owner in planned.held:
+                planned.held[owner][1] += 1
+                if (new := _new_receipt(owner, id_, body, key)) is not None:
+                    planned.receipts.setdefault(owner, []).append((id_, *new))
+    return planned
 
 
-async def _messages(
-    session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes, now: dt.datetime
-) -> int:
-    m = MESSAGES.c
-    rows = await session.execute(
-        select(m.id, m.contact, m["metadata"], m.error, m.provider_description).where(
-            m.id.in_(ids), m.pseudonymised_at.is_(None)
-        )
+async def apply(session: AsyncSession, planned: Plan, now: dt.datetime) -> Pseudonymised:
+    """Write a plan: the messages still as they were read (a message changed since
+    keeps its number until a later batch), their events and receipts, and their
+    webhook deliveries and attempts (read and rewritten here: a delivery's row
+    changes while it is retried)."""
+    written = await scrub_statements.messages(session, planned.messages, now)
+    if not written:
+        return Pseudonymised()
+    events = [row for owner in written for row in planned.events.get(owner, ())]
+    receipts = [row for owner in written for row in planned.receipts.get(owner, ())]
+    held = [sum(planned.held[owner][i] for owner in written) for i in (0, 1)]
+    if list(await scrub_statements.held(session, written)) == held:
+        await scrub_statements.events(session, events)
+        await scrub_statements.receipts(session, receipts)
+        changed = (len(events), len(receipts))
+    else:  # a report came in since the plan: read them all again, in this transaction
+        changed = (
+            await _rewrite(session, EVENTS, ("payload",), owner=EVENTS.c.message_id,
+                           ids=written, key=planned.key),
+            await _receipts(session, written, planned.key),
+        )  # fmt: skip
+    return Pseudonymised(
+        messages=len(written),
+        events=changed[0],
+        receipts=changed[1],
+        webhook_deliveries=await _rewrite(
+            session,
+            DELIVERIES,
+            ("data", "last_error"),
+            owner=DELIVERIES.c.message_id,
+            ids=written,
+            key=planned.key,
+        ),
+        webhook_attempts=await _attempts(session, written, planned.key),
     )
-    changes = [
-        {
-            "b_id": row.id,
-            "b_pseudonym": pseudonyms.of(row.contact, key) if row.contact else None,
-            "b_meta": document(row.metadata, key),
-            "b_error": text(row.error, key),
-            "b_description": text(row.provider_description, key),
-        }
-        for row in rows
-    ]
-    if changes:
-        await session.execute(
-            update(MESSAGES)
-            .where(m.id == bindparam("b_id"))
-            .values(
-                {
-                    "contact": "",
-                    "contact_pseudonym": bindparam("b_pseudonym"),
-                    "metadata": bindparam("b_meta"),
-                    "error": bindparam("b_error"),
-                    "provider_description": bindparam("b_description"),
-                    "pseudonymised_at": now,
-                }
-            ),
-            changes,
-        )
-    return len(changes)
 
 
 async def _rewrite(
@@ -217,12 +252,11 @@ async def _receipts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes)
     stored again (within the per-message cap) and changes nothing."""
     r = RECEIPTS.c
     rows = await session.execute(select(r.id, r.message_id, r.body).where(r.message_id.in_(ids)))
-    changes = []
-    for row in rows:
-        body = text(row.body, key) or ""
-        if body != row.body:
-            dedupe = hashlib.sha256(f"{row.message_id}\n{body}\n{row.id}".encode()).hexdigest()
-            changes.append({"b_id": row.id, "b_body": body, "b_dedupe": dedupe})
+    changes = [
+        {"b_id": row.id, "b_body": new[0], "b_dedupe": new[1]}
+        for row in rows
+        if (new := _new_receipt(row.message_id, row.id, row.body, key)) is not None
+    ]
     if changes:
         await session.execute(
             update(RECEIPTS)
@@ -231,6 +265,16 @@ async def _receipts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes)
             changes,
         )
     return len(changes)
+
+
+def _new_receipt(
+    message_id: uuid.UUID, receipt_id: int, body: str, key: bytes
+) -> tuple[str, str] | None:
+    """A receipt's new body and dedupe key (``_receipts`` says why), or None: no number."""
+    new = text(body, key) or ""
+    if new == body:
+        return None
+    return new, hashlib.sha256(f"{message_id}\n{new}\n{receipt_id}".encode()).hexdigest()
 
 
 async def _attempts(session: AsyncSession, ids: Sequence[uuid.UUID], key: bytes) -> int:
