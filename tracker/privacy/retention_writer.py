@@ -10,20 +10,30 @@ callback writer waits in Python, not on SQLite's busy timeout). On PostgreSQL a
 batch is a plain write transaction (row locks only). Reads (picking, planning
 a batch's new values) take no lock: the Python work of a plan is done there, on
 the thread, not on the server's loop.
+
+A batch rewrites pages all over the indexes, more than SQLite's automatic
+checkpoint allows in the WAL (1,000 pages), so the commit would copy them back
+into the database file, fsync included, while holding the lock (as long as the
+statements themselves). The writer's connections never checkpoint: a passive
+checkpoint follows each batch, once the lock is given back, on a thread of its
+own while callbacks commit and the next batch is planned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import db
+from tracker import db, logs
 
+log = logs.get_logger(__name__)
 T = TypeVar("T")
 Work = Callable[[AsyncSession], Awaitable[T]]
 
@@ -39,20 +49,47 @@ class Writer:
         )
         self._thread.start()
         self._own: db.Database | None = db.Database(database.url)
+        self._checkpoint: asyncio.Future[None] | None = None
+        if database.is_sqlite:
+            event.listen(self._own.engine.sync_engine, "connect", _no_automatic_checkpoint)
 
     async def run(self, work: Work[T]) -> tuple[T, float]:
         """``work`` in one write transaction: its result, and how long it held the lock."""
+        own = self._open()
+        await self._checkpointed()
         async with self.database.write_lock():  # SQLite's; on PostgreSQL no lock
-            return await self._on_thread(self._timed(self._open(), work))
+            done = await self._on_thread(self._timed(own, work))
+        if self.database.is_sqlite:  # meanwhile: the pause, the next batch's plan
+            self._checkpoint = asyncio.ensure_future(asyncio.to_thread(self._copy_back))
+        return done
 
     async def read(self, work: Work[T]) -> T:
         """``work`` in a read session (no write lock): picking, planning ahead."""
 
+        own = self._open()
+
         async def reading() -> T:
-            async with self._open().read() as session:
+            async with own.read() as session:
                 return await work(session)
 
         return await self._on_thread(reading())
+
+    async def _checkpointed(self) -> None:
+        """The last batch's checkpoint is done (it never fails a batch: at worst the
+        next commit of another connection checkpoints)."""
+        if self._checkpoint is not None:
+            checkpoint, self._checkpoint = self._checkpoint, None
+            try:
+                await checkpoint
+            except sqlite3.Error as error:
+                log.warning("retention_checkpoint_failed", error=db.driver_message(error))
+
+    def _copy_back(self) -> None:
+        connection = self.database.sqlite3_connection()
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            connection.close()
 
     def _open(self) -> db.Database:
         if self._own is None:
@@ -77,6 +114,7 @@ class Writer:
             return
         own, loop, thread = self._own, self._loop, self._thread
         self._own = None
+        await asyncio.shield(self._checkpointed())
 
         async def shut() -> None:
             try:
@@ -86,6 +124,12 @@ class Writer:
                 await asyncio.to_thread(thread.join)
 
         await asyncio.shield(asyncio.ensure_future(shut()))
+
+
+def _no_automatic_checkpoint(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
