@@ -3,11 +3,12 @@ with the WAL copied back after each batch, not inside its write lock."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import db
@@ -59,3 +60,31 @@ async def test_on_sqlite_a_batch_never_checkpoints_under_the_lock_and_one_follow
     finally:
         holder.close()
     assert automatic == 0
+
+
+async def test_a_batch_cut_short_gives_its_connection_back_before_the_writer_closes(
+    database: db.Database,
+) -> None:
+    """A run cancelled mid-batch (the dispatcher stopping) ends on the writer's loop, rolled
+    back and its connection returned, before the engine is disposed and the loop closed: no
+    connection is left open for the garbage collector (a ResourceWarning, and on SQLite a
+    worker thread answering a closed loop)."""
+    writer = retention_writer.Writer(database)
+    pool = writer._open().engine.sync_engine.pool  # the writer's own engine
+    lent = {"out": 0}
+    event.listen(pool, "checkout", lambda *_: lent.__setitem__("out", lent["out"] + 1))
+    event.listen(pool, "checkin", lambda *_: lent.__setitem__("out", lent["out"] - 1))
+    inside = threading.Event()
+
+    async def batch(session: AsyncSession) -> None:
+        await session.execute(text("SELECT 1"))
+        inside.set()
+        await asyncio.sleep(30)
+
+    running = asyncio.ensure_future(writer.run(batch))
+    assert await asyncio.to_thread(inside.wait, 10)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await writer.close()
+    assert lent["out"] == 0

@@ -155,7 +155,6 @@ class _Job:
         lock_target_seconds: float | None,
         stopping: asyncio.Event | None,
     ) -> None:
-        self.writer = retention_writer.Writer(database)
         self.settings = settings
         self.now = now
         self.limit = self.size = batch_size
@@ -163,6 +162,7 @@ class _Job:
         self.stopping = stopping or asyncio.Event()
         self.key = settings.pseudonym_key_bytes()
         self.result = Result()
+        self.writer = retention_writer.Writer(database)  # last: its thread ends in close()
 
     async def everything(self, policies: Sequence[Policy]) -> None:
         for policy in policies:

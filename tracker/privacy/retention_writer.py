@@ -118,12 +118,24 @@ class Writer:
 
         async def shut() -> None:
             try:
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(own.dispose(), loop))
+                ending = asyncio.run_coroutine_threadsafe(_wound_down(own), loop)
+                await asyncio.wrap_future(ending)
             finally:  # stopped from outside: a stop from within would lose the result
                 loop.call_soon_threadsafe(loop.stop)
                 await asyncio.to_thread(thread.join)
 
         await asyncio.shield(asyncio.ensure_future(shut()))
+
+
+async def _wound_down(database: db.Database) -> None:
+    """On the writer's loop: a batch cut short (its caller cancelled) ends first, rolled
+    back and its connection given back, and only then is every connection closed. A loop
+    stopped with a batch still ending would leave its connection to the garbage collector."""
+    cut_short = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in cut_short:
+        task.cancel()  # already asked by the caller's cancellation; this makes it certain
+    await asyncio.gather(*cut_short, return_exceptions=True)
+    await database.dispose()
 
 
 def _no_automatic_checkpoint(dbapi_connection: Any, _record: Any) -> None:
