@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import DateTime, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -61,6 +64,28 @@ _INTEGRITY_ERRORS = (
     sqlite3.IntegrityError,
     asyncpg.IntegrityConstraintViolationError,  # UniqueViolationError and its kin
 )
+
+
+def is_sqlite(session: AsyncSession) -> bool:
+    """Whether the session's statements are SQLite's (else PostgreSQL's, the only other)."""
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def upsert(session: AsyncSession, table: Any) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT into ``table`` in the session's dialect, which has ``on_conflict_*``."""
+    return (sqlite.insert if is_sqlite(session) else postgresql.insert)(table)
+
+
+def json_rows(value: Any) -> str:
+    """A batch as one JSON parameter (for SQLite's json_each): compact, UUIDs as 32 hex,
+    and raw UTF-8 rather than \\u escapes, so no surrogate pairs for SQLite's JSON reader."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_hex)
+
+
+def _hex(value: object) -> str:
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def sqlite_time(value: dt.datetime) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import errors, models
+from tracker import db, errors, models
 from tracker.clients import records
 from tracker.domain import status
 
@@ -155,7 +155,7 @@ def over_limits(
 async def lock(session: AsyncSession, client: str) -> None:
     """Hold the client's row until the transaction ends (PostgreSQL; SQLite's
     single writer holds the whole database already)."""
-    if session.get_bind().dialect.name != "postgresql":
+    if db.is_sqlite(session):
         return
     query = select(CLIENTS.c.name).where(CLIENTS.c.name == client)
     await session.execute(query.with_for_update(key_share=True))  # FOR NO KEY UPDATE

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import clock, models
+from tracker import clock, db, models
 
 MAX_NAME_LENGTH = 64
 DEFAULT_WEIGHT = 1
@@ -129,11 +128,9 @@ async def ensure(session: AsyncSession, name: str) -> Client:
     to the one that committed first instead of failing on the key.
     """
     check_name(name)
-    connection = await session.connection()
-    dialect_insert = sqlite.insert if connection.dialect.name == "sqlite" else postgresql.insert
     now = clock.utcnow()
     await session.execute(
-        dialect_insert(models.Client)
+        db.upsert(session, models.Client)
         .values(name=name, weight=DEFAULT_WEIGHT, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["name"])
     )

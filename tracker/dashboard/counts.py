@@ -121,7 +121,7 @@ def next_hour(moment: dt.datetime) -> dt.datetime:
 async def fold(database: db.Database) -> None:
     """Add the deltas into the counts (cheap when few; readers are right either way)."""
     async with database.write() as session:
-        if session.get_bind().dialect.name == "postgresql":
+        if not db.is_sqlite(session):
             locked = await session.scalar(text(f"SELECT pg_try_advisory_xact_lock({FOLD_LOCK})"))
             if locked:
                 await session.execute(POSTGRESQL_FOLD)

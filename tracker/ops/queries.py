@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, func, literal, not_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import clock, errors, models
+from tracker import clock, db, errors, models
 from tracker.domain import durations, status
 from tracker.ops import numbers
 
@@ -314,7 +314,7 @@ async def time_to_delivery(
     """Seconds from creation to the delivery report, of messages created in the window."""
     m = MESSAGES.c
     delivered = [m.status == Status.DELIVERED.value, m.created_at >= since, *_scoped(client)]
-    if session.get_bind().dialect.name == "postgresql":
+    if not db.is_sqlite(session):
         seconds = func.extract("epoch", m.final_at - m.created_at)
         row = (
             await session.execute(

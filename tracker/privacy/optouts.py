@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, delete, or_, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker import models
+from tracker import db, models
 from tracker.privacy import cancelling, pseudonyms
 
 OPT_OUTS: Table = models.OptOut.__table__  # type: ignore[assignment]
@@ -57,9 +56,7 @@ async def add(session: AsyncSession, msisdn: str, client: str | None, by: str, k
     """Opt ``msisdn`` out for ``client`` (None: every client); cancel what is queued to it."""
     now = dt.datetime.now(dt.UTC)
     pseudonym = pseudonyms.of(msisdn, key)
-    connection = await session.connection()
-    dialect_insert = sqlite.insert if connection.dialect.name == "sqlite" else postgresql.insert
-    statement = dialect_insert(OPT_OUTS).values(
+    statement = db.upsert(session, OPT_OUTS).values(
         id=models.new_id(), client=client, contact_pseudonym=pseudonym, created_by=by,
         created_at=now,
     )  # fmt: skip
@@ -106,8 +103,7 @@ async def refused(
     session: AsyncSession, msisdns: Sequence[str], client: str, key: bytes
 ) -> set[str]:
     """Which of these numbers ``client`` must not message; call it in the storing transaction."""
-    connection = await session.connection()
-    if connection.dialect.name == "postgresql":
+    if not db.is_sqlite(session):
         await session.execute(text("LOCK TABLE opt_outs IN SHARE MODE"))
     binding = await session.scalar(select(OPT_OUTS.c.id).where(_applying_to(client)).limit(1))
     if binding is None:  # the usual case: nothing to hash, nothing to look up

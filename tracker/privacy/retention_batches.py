@@ -32,7 +32,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import db, models
@@ -146,8 +145,7 @@ async def due_ids(
     *,
     locked: bool = True,
 ) -> list[uuid.UUID]:
-    sqlite = (await session.connection()).dialect.name == "sqlite"
-    query = due_query(rule, client, cutoff, limit, sqlite=sqlite, locked=locked)
+    query = due_query(rule, client, cutoff, limit, sqlite=db.is_sqlite(session), locked=locked)
     return list((await session.scalars(query)).all())
 
 
@@ -161,11 +159,10 @@ async def keep_counts(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
     """Add these messages to ``deleted_message_counts`` (per client, day, status), billed
     units as ``ops.queries`` counts them, before they are deleted."""
     m = MESSAGES.c
-    dialect = (await session.connection()).dialect.name
-    day: ColumnElement[Any] = literal_column(DAY[dialect])
+    day: ColumnElement[Any] = literal_column(DAY[session.get_bind().dialect.name])
     taken = (m.accepted_at.is_not(None)) | (m.provider_message_id.is_not(None))
     units = func.coalesce(func.sum(case((taken, m.segments), else_=0)), 0)
-    insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(DELETED)
+    insert = db.upsert(session, DELETED)
     for part in scrub.chunks(ids):
         rows = (
             select(m.client, day, m.status, func.count(), units)

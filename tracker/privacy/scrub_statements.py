@@ -14,7 +14,6 @@ text), so an unchanged row compares equal.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -90,18 +89,6 @@ MessageRow = tuple[uuid.UUID, str, str | None, str | None, str | None, str | Non
 MESSAGE_FIELDS = ("id", "updated_at", "pseudonym", "meta", "error", "description")
 
 
-async def _sqlite(session: AsyncSession) -> bool:
-    return (await session.connection()).dialect.name == "sqlite"
-
-
-def _rows_json(rows: Sequence[Sequence[Any]]) -> str:
-    return json.dumps(
-        [[value.hex if isinstance(value, uuid.UUID) else value for value in row] for row in rows],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-
-
 def _columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
     """PostgreSQL's array parameters: one list per field."""
     return {name: [row[i] for row in rows] for i, name in enumerate(names)}
@@ -114,8 +101,8 @@ async def messages(
     if not rows:
         return []
     statement: TextClause
-    if await _sqlite(session):
-        values: dict[str, Any] = {"rows": _rows_json(rows), "now": db.sqlite_time(now)}
+    if db.is_sqlite(session):
+        values: dict[str, Any] = {"rows": db.json_rows(rows), "now": db.sqlite_time(now)}
         statement = text(_SQLITE_MESSAGES).bindparams(**values)
     else:
         ids = sorted(row[0] for row in rows)
@@ -129,8 +116,8 @@ async def messages(
 async def events(session: AsyncSession, rows: Sequence[tuple[int, str]]) -> None:
     """Payloads by event id."""
     if rows:
-        if await _sqlite(session):
-            await session.execute(text(_SQLITE_EVENTS), {"rows": _rows_json(rows)})
+        if db.is_sqlite(session):
+            await session.execute(text(_SQLITE_EVENTS), {"rows": db.json_rows(rows)})
         else:
             await session.execute(text(_POSTGRESQL_EVENTS), _columns(("id", "payload"), rows))
 
@@ -138,8 +125,8 @@ async def events(session: AsyncSession, rows: Sequence[tuple[int, str]]) -> None
 async def receipts(session: AsyncSession, rows: Sequence[tuple[int, str, str]]) -> None:
     """Bodies and dedupe keys by receipt id."""
     if rows:
-        if await _sqlite(session):
-            await session.execute(text(_SQLITE_RECEIPTS), {"rows": _rows_json(rows)})
+        if db.is_sqlite(session):
+            await session.execute(text(_SQLITE_RECEIPTS), {"rows": db.json_rows(rows)})
         else:
             fields = ("id", "body", "dedupe_key")
             await session.execute(text(_POSTGRESQL_RECEIPTS), _columns(fields, rows))
@@ -147,8 +134,8 @@ async def receipts(session: AsyncSession, rows: Sequence[tuple[int, str, str]]) 
 
 async def held(session: AsyncSession, ids: Sequence[uuid.UUID]) -> tuple[int, int]:
     """How many events and receipts these messages have now."""
-    if await _sqlite(session):
-        found = await session.execute(text(_SQLITE_HELD), {"ids": json.dumps([i.hex for i in ids])})
+    if db.is_sqlite(session):
+        found = await session.execute(text(_SQLITE_HELD), {"ids": db.json_rows(ids)})
     else:
         found = await session.execute(text(_POSTGRESQL_HELD), {"ids": list(ids)})
     events_held, receipts_held = found.one()

@@ -16,7 +16,6 @@ connection.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Collection, Iterable, Sequence
@@ -125,11 +124,6 @@ def _snapshot(row: Any) -> plan.Snapshot:
     return plan.Snapshot(status.Status(row[1]), row[2], row[3])
 
 
-def _json_dumps(value: Any) -> str:
-    # Raw UTF-8, not \u escapes: no surrogate pairs for SQLite's JSON reader.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 class _SQLite:
     """One statement per table, the whole batch in one JSON parameter (json_each).
 
@@ -221,9 +215,9 @@ class _SQLite:
         keys = list({r.dedupe_key for r in receipts})
         claimed = plan.provider_ids(receipts)
         return cls.READS, {
-            "ids": _json_dumps(ids),
-            "keys": _json_dumps(keys),
-            "claimed": _json_dumps(claimed),
+            "ids": db.json_rows(ids),
+            "keys": db.json_rows(keys),
+            "claimed": db.json_rows(claimed),
             "cap": cap,
         }
 
@@ -245,21 +239,21 @@ class _SQLite:
         statements: list[Statement] = []
         if decided.notes:
             notes = [[i.hex, *note] for i, note in decided.notes.items()]
-            values = {"not_final_rank": _NOT_FINAL_RANK, "now": now, "notes": _json_dumps(notes)}
+            values = {"not_final_rank": _NOT_FINAL_RANK, "now": now, "notes": db.json_rows(notes)}
             statements.append((cls.NOTE, values))
         if decided.moves:
             moves = [[m.message_id.hex, *m[1:]] for m in decided.moves.values()]
-            statements.append((cls.MOVE, {"now": now, "moves": _json_dumps(moves)}))
+            statements.append((cls.MOVE, {"now": now, "moves": db.json_rows(moves)}))
         if decided.receipts:
             rows = [
                 [r.message_id.hex, *r[1:5], db.sqlite_time(r.received_at)] for r in decided.receipts
             ]
-            statements.append((cls.RECEIPTS, {"now": now, "receipts": _json_dumps(rows)}))
+            statements.append((cls.RECEIPTS, {"now": now, "receipts": db.json_rows(rows)}))
         if decided.events:
             rows = [
                 [e.message_id.hex, *e[1:5], db.sqlite_time(e.created_at)] for e in decided.events
             ]
-            statements.append((cls.EVENTS, {"events": _json_dumps(rows)}))
+            statements.append((cls.EVENTS, {"events": db.json_rows(rows)}))
         return statements
 
 
