@@ -52,22 +52,39 @@ SWEEP_LINE = "expired_overdue"  # the sweep's log event (absent before item 1)
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """``tracker serve --sandbox`` on loopback, its log in ``log_path``; stopped on exit."""
+def serve(env: dict[str, str], log_path: Path, *, worker: bool = False) -> Iterator[str]:
+    """``tracker serve --sandbox`` on loopback, its log in ``log_path``; stopped on exit.
+
+    ``worker``: ``serve --no-dispatcher`` and a ``tracker worker`` beside it (the
+    dispatcher's leader, and so its housekeeping, in a process of its own), logging to
+    the same file."""
     port, sandbox_port = free_port(), free_port()
     command = [sys.executable, "-m", "tracker", "serve", "--sandbox", "--port", str(port)]
-    command += ["--sandbox-port", str(sandbox_port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=log, stderr=log, cwd=ROOT
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_up(base)
-            yield base
-        finally:
-            process.terminate()
-            process.wait(15)
+    command += ["--sandbox-port", str(sandbox_port)] + (["--no-dispatcher"] if worker else [])
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("ab") as log, contextlib.ExitStack() as processes:
+        processes.enter_context(_running(command, {**env}, log))
+        wait_until_up(base)
+        if worker:
+            provider = {
+                "TRACKER_KIMISMS_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
+                "TRACKER_KIMISMS_CLIENT_ID": "sandbox-client",  # the sandbox's defaults
+                "TRACKER_KIMISMS_CLIENT_SECRET": "sandbox-secret",
+                "TRACKER_PUBLIC_URL": base,
+            }
+            command = [sys.executable, "-m", "tracker", "worker"]
+            processes.enter_context(_running(command, {**env, **provider}, log))
+        yield base
+
+
+@contextlib.contextmanager
+def _running(command: list[str], env: dict[str, str], log: Any) -> Iterator[None]:
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=log, cwd=ROOT)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(15)
 
 
 async def seed_expiring(url: str, count: int, expires_at: dt.datetime) -> None:

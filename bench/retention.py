@@ -1,7 +1,8 @@
 """The retention job under callback load (#17).
 
     .venv/bin/python -m bench.retention [--quick] [--backend sqlite|postgresql]
-        [--postgres-url URL] [--messages N] [--rate 400] [--time-limit S] [--json PATH]
+        [--postgres-url URL] [--messages N] [--rate 400] [--time-limit S] [--worker]
+        [--json PATH]
 
 For each database: seed old, final messages (1,000,000 on SQLite, 5,000,000 on
 PostgreSQL; each with an event and a receipt naming its number) of a client whose
@@ -14,6 +15,9 @@ pseudonymises them. Prints rows per second (messages redacted + messages
 pseudonymised, over the run's own duration from its log line, or over what ran
 by ``--time-limit``), the callback ack p50/p99 during the run against the
 baseline, and the callbacks spooled. Targets: p99 < 50 ms and 0 spooled.
+
+``--worker``: ``serve --no-dispatcher`` answers the callbacks and a ``tracker worker``
+beside it runs retention (as its leader), so the two share no interpreter.
 """
 
 from __future__ import annotations
@@ -131,8 +135,8 @@ async def _seed(url: str, backend: str, count: int) -> float:
     return await seed.seed_postgres(plain_url(url), count)
 
 
-async def measure(
-    backend: str, postgres_url: str, count: int, rate: float, time_limit: float
+async def measure(  # noqa: PLR0917 - the command line's options
+    backend: str, postgres_url: str, count: int, rate: float, time_limit: float, worker: bool
 ) -> dict[str, Any]:
     quiet_n, busy_n = int(rate * QUIET_SECONDS), int(rate * min(BUSY_SECONDS, time_limit))
     async with scratch_database(backend, postgres_url) as url:
@@ -148,7 +152,7 @@ async def measure(
             "TRACKER_RETENTION_INTERVAL": "1s",
         }
         log_path = workdir / "serve.log"
-        with serve(env, log_path) as base:
+        with serve(env, log_path, worker=worker) as base:
             quiet = await loadgen.run(base, requests_for(ids, 0, quiet_n), CONCURRENCY, rate=rate)
             await _sql(url, backend, SWITCH.format("'1d'", seed.CLIENT))
             started = time.monotonic()
@@ -158,8 +162,9 @@ async def measure(
             ended, done, finished = await watching
             spooled = spooled_count(base)
         lines = run_lines(log_path)
-    return _figures(backend, count, seeded, quiet, busy, spooled, started, ended, done,
-                    finished, lines)  # fmt: skip
+    figures = _figures(backend, count, seeded, quiet, busy, spooled, started, ended, done,
+                       finished, lines)  # fmt: skip
+    return {**figures, "retention_in": "tracker worker" if worker else "tracker serve"}
 
 
 def _figures(  # noqa: PLR0917 - one run's measurements, put together
@@ -217,17 +222,22 @@ def main() -> None:
     parser.add_argument(
         "--time-limit", type=float, default=None, help="seconds the run may take (default 900)"
     )
+    parser.add_argument(
+        "--worker", action="store_true", help="retention in a `tracker worker` beside `serve`"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     limit = args.time_limit or (60.0 if args.quick else 900.0)
     results = []
     for backend in args.backend or ["sqlite", "postgresql"]:
         count = args.messages or (QUICK_COUNT if args.quick else COUNTS[backend])
-        results.append(asyncio.run(measure(backend, args.postgres_url, count, args.rate, limit)))
+        run = measure(backend, args.postgres_url, count, args.rate, limit, args.worker)
+        results.append(asyncio.run(run))
     for r in results:
         state = "all" if r["finished"] else f"cut at --time-limit, {r['rows_done']:,} rows"
         print(
-            f"{r['backend']:>10}: {r['messages']:,} messages (seeded in {r['seed_seconds']} s): "
+            f"{r['backend']:>10} ({r['retention_in']}): {r['messages']:,} messages "
+            f"(seeded in {r['seed_seconds']} s): "
             f"{r['rows_per_second']} rows/s ({state}, {r['run_seconds']} s, "
             f"{r['transactions'] or '?'} transactions) | {r['callbacks']} callbacks "
             f"@{r['concurrency']}: ack p50 {r['ack_p50_ms']} ms p99 {r['ack_p99_ms']} ms "
