@@ -62,18 +62,21 @@ def serve(env: dict[str, str], log_path: Path, *, worker: bool = False) -> Itera
     command = [sys.executable, "-m", "tracker", "serve", "--sandbox", "--port", str(port)]
     command += ["--sandbox-port", str(sandbox_port)] + (["--no-dispatcher"] if worker else [])
     base = f"http://127.0.0.1:{port}"
+    # Both processes name the same credentials: serve's sandbox accepts them, the worker sends them.
+    provider = {
+        "TRACKER_KIMISMS_CLIENT_ID": "bench-client",
+        "TRACKER_KIMISMS_CLIENT_SECRET": "bench-secret",
+    }
     with log_path.open("ab") as log, contextlib.ExitStack() as processes:
-        processes.enter_context(_running(command, {**env}, log))
+        processes.enter_context(_running(command, {**env, **provider}, log))
         wait_until_up(base)
         if worker:
-            provider = {
+            beside = {
                 "TRACKER_KIMISMS_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
-                "TRACKER_KIMISMS_CLIENT_ID": "sandbox-client",  # the sandbox's defaults
-                "TRACKER_KIMISMS_CLIENT_SECRET": "sandbox-secret",
                 "TRACKER_PUBLIC_URL": base,
             }
-            command = [sys.executable, "-m", "tracker", "worker"]
-            processes.enter_context(_running(command, {**env, **provider}, log))
+            worker_command = [sys.executable, "-m", "tracker", "worker"]
+            processes.enter_context(_running(worker_command, {**env, **provider, **beside}, log))
         yield base
 
 
